@@ -1,0 +1,188 @@
+//! The agent's lifecycle: load and validate config, load models, connect to the broker,
+//! spawn pipelines, publish stats, and stop cleanly.
+//!
+//! Shutdown (on SIGINT/SIGTERM, or when every finite source has ended): the cancellation
+//! token reaches the sources only; each inference thread drains its link and ends; the results
+//! channel closes and the publisher drains it into MQTT; the client says `offline` and
+//! disconnects. All of it is bounded by `agent.shutdown_timeout_secs`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, anyhow};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::model::{Catalog, default_models_dir};
+use crate::mqtt::payload::{STATS_SCHEMA, StatsMessage, timestamp};
+use crate::mqtt::{Outgoing, Topics};
+use crate::pipeline::{Publish, Running};
+use crate::stats::PipelineStats;
+
+/// Messages queued between the pipelines and the MQTT publisher.
+const RESULTS_CHANNEL: usize = 64;
+
+/// Loads a config file, validated against the models it names.
+pub fn load_config(path: &Path, models_dir: Option<&Path>) -> Result<Config> {
+    let raw = crate::config::load_raw(path)?;
+    let dir = models_dir
+        .map(Path::to_path_buf)
+        .or_else(|| raw.pointer("/agent/models_dir").and_then(|v| v.as_str()).map(Into::into))
+        .unwrap_or_else(default_models_dir);
+    let catalog = Catalog::open(&dir).with_context(|| format!("reading models in {}", dir.display()))?;
+    let mut config = crate::config::validate::check(raw, &catalog)
+        .map_err(|issues| crate::config::ConfigError::Invalid { file: path.to_path_buf(), issues })?;
+    config.agent.models_dir = Some(dir);
+    Ok(config)
+}
+
+/// `edge-agent run`.
+pub fn run(config: Option<&Path>, models_dir: Option<&Path>) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("edge-rt")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match config {
+        None => runtime.block_on(crate::demo::run(models_dir)),
+        Some(path) => {
+            let config = load_config(path, models_dir)?;
+            runtime.block_on(serve(config, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the agent");
+                if let Err(e) = ctrl_c.await {
+                    tracing::error!(error = %e, "cannot watch Ctrl-C either");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    if ctrl_c.await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Runs `config` until every pipeline's source ends or `shutdown` resolves.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let models_dir = config.agent.models_dir.clone().unwrap_or_else(default_models_dir);
+    let catalog = Catalog::open(&models_dir)?;
+    let device = config.agent.device_id.clone();
+    let topics = Topics::new(&config.mqtt.prefix, &device);
+    // building loads models: blocking work, kept off the runtime's workers
+    let build_config = config.clone();
+    let pipelines = tokio::task::spawn_blocking(move || crate::pipeline::build_all(&build_config, &catalog))
+        .await?
+        .map_err(|errors| anyhow!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
+    let conn = Arc::new(crate::mqtt::connect(&config.mqtt, &device, topics.clone())?);
+
+    let cancel = CancellationToken::new();
+    let (results_tx, mut results_rx) = mpsc::channel::<Outgoing>(RESULTS_CHANNEL);
+    let publish = Publish { device: device.clone(), topics: topics.clone(), results: results_tx.clone() };
+    let mut running = Vec::new();
+    for p in pipelines {
+        let name = p.name.clone();
+        running.push(p.spawn(cancel.clone(), publish.clone()).with_context(|| format!("starting pipeline {name}"))?);
+    }
+    drop(publish);
+    tracing::info!(pipelines = running.len(), device = %device, "agent running");
+
+    let publisher_conn = conn.clone();
+    let publisher = tokio::spawn(async move {
+        while let Some(msg) = results_rx.recv().await {
+            if let Err(e) = publisher_conn.publish(msg).await {
+                tracing::error!(error = %e, "publishing failed");
+            }
+        }
+    });
+    let stats: BTreeMap<String, Arc<PipelineStats>> = running.iter().map(|r| (r.name.clone(), r.stats.clone())).collect();
+    let stats_task = tokio::spawn(publish_stats(
+        stats.clone(),
+        device.clone(),
+        topics.stats(),
+        results_tx.clone(),
+        Duration::from_secs_f64(config.agent.stats_interval_secs),
+        cancel.clone(),
+    ));
+    drop(results_tx);
+
+    let names: Vec<String> = running.iter().map(|r| r.name.clone()).collect();
+    let mut joined = tokio::task::spawn_blocking(move || running.into_iter().map(Running::join).collect::<Vec<_>>());
+    let outcome = tokio::select! {
+        r = &mut joined => Some(r),
+        _ = shutdown => { tracing::info!("stopping"); None }
+    };
+    cancel.cancel();
+    let deadline = Duration::from_secs_f64(config.agent.shutdown_timeout_secs);
+    let started = Instant::now();
+    let drained = tokio::time::timeout(deadline, async {
+        let results = match outcome {
+            Some(r) => r,
+            None => joined.await,
+        }?;
+        stats_task.await?;
+        publisher.await?;
+        let conn = Arc::into_inner(conn).ok_or_else(|| anyhow!("MQTT connection still shared at shutdown"))?;
+        conn.close().await?;
+        anyhow::Ok(results)
+    })
+    .await;
+    let results = match drained {
+        Ok(r) => r?,
+        Err(_) => return Err(anyhow!("shutdown did not finish within {deadline:?}; exiting anyway")),
+    };
+    tracing::info!(ms = started.elapsed().as_millis() as u64, "stopped");
+    for (name, s) in &stats {
+        tracing::info!(pipeline = %name, stats = ?s.snapshot(), "final");
+    }
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| e.to_string()).collect();
+    if failures.is_empty() { Ok(()) } else { Err(anyhow!("{} of {} pipelines failed:\n{}", failures.len(), names.len(), failures.join("\n"))) }
+}
+
+/// Publishes the retained stats every `every`, and once more when cancelled.
+async fn publish_stats(
+    stats: BTreeMap<String, Arc<PipelineStats>>,
+    device: String,
+    topic: String,
+    results: mpsc::Sender<Outgoing>,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        let last = tokio::select! { _ = tick.tick() => false, _ = cancel.cancelled() => true };
+        let msg = StatsMessage {
+            schema: STATS_SCHEMA,
+            timestamp: timestamp(SystemTime::now()),
+            device: device.clone(),
+            uptime_secs: started.elapsed().as_secs(),
+            pipelines: stats.iter().map(|(k, v)| (k.clone(), v.snapshot())).collect(),
+        };
+        let payload = serde_json::to_vec(&msg).unwrap_or_default();
+        if results.send(Outgoing { topic: topic.clone(), payload, retain: true }).await.is_err() || last {
+            return;
+        }
+    }
+}

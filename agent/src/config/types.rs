@@ -1,0 +1,262 @@
+//! Typed configuration. Every struct denies unknown fields: a typo is an error, not a default.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentSettings,
+    #[serde(default)]
+    pub mqtt: MqttSettings,
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// Names this device in every MQTT topic. Defaults to the host name.
+    pub device_id: String,
+    /// Where model folders (each with a `manifest.toml`) are found.
+    pub models_dir: Option<PathBuf>,
+    /// Writable state (model updates, outbox).
+    pub state_dir: PathBuf,
+    /// Hard deadline for a graceful stop, in seconds; keep it below systemd's `TimeoutStopSec`.
+    pub shutdown_timeout_secs: f64,
+    /// How often per-pipeline statistics are published, in seconds.
+    pub stats_interval_secs: f64,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            device_id: default_device_id(),
+            models_dir: None,
+            state_dir: PathBuf::from("/var/lib/edge-agent"),
+            shutdown_timeout_secs: 20.0,
+            stats_interval_secs: 30.0,
+        }
+    }
+}
+
+fn default_device_id() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "edge-agent".into())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    /// Defaults to `edge-agent-<device_id>`.
+    pub client_id: Option<String>,
+    /// Topics are `<prefix>/<device_id>/...`.
+    pub prefix: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Read the password from this file instead (e.g. a systemd credential).
+    pub password_file: Option<PathBuf>,
+    pub tls: Option<TlsSettings>,
+    pub keep_alive_secs: u64,
+    /// Upper bound of the reconnect backoff, in seconds.
+    pub max_backoff_secs: f64,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        MqttSettings {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: None,
+            prefix: "edge-agent".into(),
+            username: None,
+            password: None,
+            password_file: None,
+            tls: None,
+            keep_alive_secs: 30,
+            max_backoff_secs: 30.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file of the CA that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate and key, for brokers that require client authentication.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// One pipeline: a source, a chain of stages, and sinks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub source: SourceConfig,
+    pub stages: Vec<StageConfig>,
+    #[serde(default = "default_sinks")]
+    pub sinks: Vec<SinkConfig>,
+}
+
+fn default_sinks() -> Vec<SinkConfig> {
+    vec![SinkConfig::Mqtt(MqttSink::default())]
+}
+
+impl PipelineConfig {
+    /// The sinks a pipeline gets when it names none: MQTT.
+    pub fn default_sinks_pub() -> Vec<SinkConfig> {
+        default_sinks()
+    }
+}
+
+/// Where frames come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Still images: one file, a folder, or a glob pattern, in name order.
+    Images {
+        path: String,
+        /// Frames per second. Unset: as fast as the pipeline takes them, losing none.
+        /// Set: a paced, live-like source whose link keeps the latest frame.
+        fps: Option<f64>,
+        /// Start again at the first image after the last one.
+        #[serde(default)]
+        r#loop: bool,
+    },
+    /// A V4L2 camera (build with `--features camera`).
+    Camera {
+        /// `/dev/videoN` index.
+        #[serde(default)]
+        index: u32,
+        #[serde(default = "default_cam_width")]
+        width: u32,
+        #[serde(default = "default_cam_height")]
+        height: u32,
+        #[serde(default = "default_cam_fps")]
+        fps: u32,
+    },
+}
+
+fn default_cam_width() -> u32 {
+    1280
+}
+fn default_cam_height() -> u32 {
+    720
+}
+fn default_cam_fps() -> u32 {
+    15
+}
+
+/// A processing stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StageConfig {
+    Detect(DetectStage),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    Int8,
+    Fp32,
+}
+
+impl Precision {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Precision::Int8 => "int8",
+            Precision::Fp32 => "fp32",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "int8" => Ok(Precision::Int8),
+            "fp32" => Ok(Precision::Fp32),
+            other => Err(format!("unknown precision {other:?} (int8 or fp32)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectStage {
+    pub model: String,
+    #[serde(default = "default_precision")]
+    pub precision: Precision,
+    /// Minimum score of a detection, in (0, 1). Defaults to the model's own.
+    pub threshold: Option<f32>,
+    /// IoU above which the lower-scoring box of one class is suppressed.
+    #[serde(default = "default_nms_iou")]
+    pub nms_iou: f32,
+    /// Keep only these labels (empty: all).
+    #[serde(default)]
+    pub classes: Vec<String>,
+    #[serde(default = "default_max_detections")]
+    pub max_detections: usize,
+    #[serde(default)]
+    pub tiling: Tiling,
+}
+
+fn default_precision() -> Precision {
+    Precision::Int8
+}
+fn default_nms_iou() -> f32 {
+    0.5
+}
+fn default_max_detections() -> usize {
+    100
+}
+
+/// How a frame larger than the model's input is looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Tiling {
+    /// Letterbox the whole frame into the input (one inference).
+    None,
+    /// Whole frame, plus overlapping tiles when the frame would be shrunk more than
+    /// `max_downscale` times (see ARCHITECTURE.md).
+    Auto { max_downscale: f32 },
+    /// Whole frame plus a fixed grid of overlapping tiles.
+    Grid { cols: u32, rows: u32, overlap: f32 },
+}
+
+impl Default for Tiling {
+    fn default() -> Self {
+        Tiling::Auto { max_downscale: 3.0 }
+    }
+}
+
+/// Where results go.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    Mqtt(MqttSink),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSink {
+    /// Publish only frames with at least one detection.
+    #[serde(default)]
+    pub skip_empty: bool,
+}

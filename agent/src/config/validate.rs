@@ -1,0 +1,232 @@
+//! Turns the merged, untyped configuration tree into a [`Config`], collecting every problem
+//! (unknown fields, wrong types, bad values, missing models) with its path instead of stopping
+//! at the first.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{AgentSettings, Config, Issue, MqttSettings, PipelineConfig, StageConfig, Tiling};
+use crate::model::Catalog;
+
+const TOP_LEVEL: &[&str] = &["agent", "mqtt", "pipelines"];
+
+/// Deserializes and checks `raw`; either a valid config or every issue found.
+pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
+    let mut issues = Vec::new();
+    let Value::Object(mut top) = raw else {
+        return Err(vec![issue("", "the configuration must be a table")]);
+    };
+    for key in top.keys().filter(|k| !TOP_LEVEL.contains(&k.as_str())) {
+        issues.push(issue(key, format!("unknown section (expected one of {TOP_LEVEL:?})")));
+    }
+    let agent: Option<AgentSettings> = part(&mut top, "agent", &mut issues);
+    let mqtt: Option<MqttSettings> = part(&mut top, "mqtt", &mut issues);
+    let mut pipelines = std::collections::BTreeMap::new();
+    match top.remove("pipelines") {
+        None => {}
+        Some(Value::Object(map)) => {
+            for (name, value) in map {
+                let path = format!("pipelines.{name}");
+                if !valid_name(&name) {
+                    issues.push(issue(&path, "pipeline names use only letters, digits, '_' and '-'"));
+                }
+                if let Some(p) = pipeline(&path, value, &mut issues) {
+                    check_pipeline(&path, &p, catalog, &mut issues);
+                    pipelines.insert(name, p);
+                }
+            }
+        }
+        Some(_) => issues.push(issue("pipelines", "must be a table of named pipelines")),
+    }
+    if let Some(a) = &agent {
+        check_agent(a, &mut issues);
+    }
+    if let Some(m) = &mqtt {
+        check_mqtt(m, &mut issues);
+    }
+    match (agent, mqtt, issues.is_empty()) {
+        (Some(agent), Some(mqtt), true) => Ok(Config { agent, mqtt, pipelines }),
+        _ => Err(issues),
+    }
+}
+
+fn issue(path: impl Into<String>, message: impl Into<String>) -> Issue {
+    Issue { path: path.into(), message: message.into() }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Deserializes `value` as `T`, recording the first error inside it with its full path.
+fn typed<T: DeserializeOwned>(path: &str, value: Value, issues: &mut Vec<Issue>) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let full = if inner == "." { path.to_string() } else { format!("{path}.{inner}") };
+            issues.push(issue(full.replace(".[", "["), e.into_inner().to_string()));
+            None
+        }
+    }
+}
+
+fn part<T: DeserializeOwned + Default>(
+    top: &mut serde_json::Map<String, Value>,
+    key: &str,
+    issues: &mut Vec<Issue>,
+) -> Option<T> {
+    match top.remove(key) {
+        None => Some(T::default()),
+        Some(v) => typed(key, v, issues),
+    }
+}
+
+/// A pipeline's source, stages and sinks are deserialized one by one so that a mistake in
+/// one does not hide a mistake in another.
+fn pipeline(path: &str, value: Value, issues: &mut Vec<Issue>) -> Option<PipelineConfig> {
+    let Value::Object(mut map) = value else {
+        issues.push(issue(path, "must be a table"));
+        return None;
+    };
+    let before = issues.len();
+    for key in map.keys().filter(|k| !["source", "stages", "sinks"].contains(&k.as_str())) {
+        issues.push(issue(format!("{path}.{key}"), "unknown field (expected source, stages, sinks)"));
+    }
+    let source = match map.remove("source") {
+        Some(v) => typed(&format!("{path}.source"), v, issues),
+        None => {
+            issues.push(issue(format!("{path}.source"), "missing"));
+            None
+        }
+    };
+    let mut stages = Vec::new();
+    match map.remove("stages") {
+        Some(Value::Array(items)) if !items.is_empty() => {
+            for (i, v) in items.into_iter().enumerate() {
+                stages.extend(typed::<StageConfig>(&format!("{path}.stages[{i}]"), v, issues));
+            }
+        }
+        _ => issues.push(issue(format!("{path}.stages"), "needs a list of at least one stage")),
+    }
+    let sinks = match map.remove("sinks") {
+        Some(v) => typed(&format!("{path}.sinks"), v, issues),
+        None => Some(super::types::PipelineConfig::default_sinks_pub()),
+    };
+    if issues.len() != before {
+        return None;
+    }
+    Some(PipelineConfig { source: source?, stages, sinks: sinks? })
+}
+
+fn check_pipeline(path: &str, p: &PipelineConfig, catalog: &Catalog, issues: &mut Vec<Issue>) {
+    use super::SourceConfig;
+    match &p.source {
+        SourceConfig::Images { path: pattern, fps, .. } => {
+            if let Some(fps) = fps
+                && !(fps.is_finite() && *fps > 0.0)
+            {
+                issues.push(issue(format!("{path}.source.fps"), "must be a positive number"));
+            }
+            if pattern.trim().is_empty() {
+                issues.push(issue(format!("{path}.source.path"), "must not be empty"));
+            }
+        }
+        SourceConfig::Camera { fps, width, height, .. } => {
+            if *fps == 0 || *width == 0 || *height == 0 {
+                issues.push(issue(format!("{path}.source"), "fps, width and height must be positive"));
+            }
+        }
+    }
+    if p.stages.len() > 1 {
+        issues.push(issue(format!("{path}.stages"), "this version runs exactly one stage per pipeline"));
+    }
+    for (i, stage) in p.stages.iter().enumerate() {
+        let at = format!("{path}.stages[{i}]");
+        match stage {
+            StageConfig::Detect(d) => {
+                match catalog.get(&d.model) {
+                    None => issues.push(issue(
+                        format!("{at}.model"),
+                        format!("no model named {:?} (available: {})", d.model, catalog.names().join(", ")),
+                    )),
+                    Some(m) => {
+                        if m.manifest.task != crate::model::Task::Detection {
+                            issues.push(issue(format!("{at}.model"), format!("{:?} is not a detector", d.model)));
+                        }
+                        if !m.manifest.variants.contains_key(&d.precision) {
+                            issues.push(issue(
+                                format!("{at}.precision"),
+                                format!("model {:?} has no {} variant", d.model, d.precision),
+                            ));
+                        }
+                        for class in d.classes.iter().filter(|c| !m.labels.contains(c)) {
+                            issues.push(issue(
+                                format!("{at}.classes"),
+                                format!("model {:?} has no label {class:?}", d.model),
+                            ));
+                        }
+                    }
+                }
+                if let Some(t) = d.threshold
+                    && !(t > 0.0 && t < 1.0)
+                {
+                    issues.push(issue(format!("{at}.threshold"), format!("must be in (0, 1), got {t}")));
+                }
+                if !(d.nms_iou > 0.0 && d.nms_iou <= 1.0) {
+                    issues.push(issue(format!("{at}.nms_iou"), format!("must be in (0, 1], got {}", d.nms_iou)));
+                }
+                if d.max_detections == 0 {
+                    issues.push(issue(format!("{at}.max_detections"), "must be at least 1"));
+                }
+                match d.tiling {
+                    Tiling::Auto { max_downscale } if !(max_downscale >= 1.0) => issues.push(issue(
+                        format!("{at}.tiling.auto.max_downscale"),
+                        "must be at least 1",
+                    )),
+                    Tiling::Grid { cols, rows, overlap }
+                        if cols == 0 || rows == 0 || cols * rows > 64 || !(0.0..0.5).contains(&overlap) =>
+                    {
+                        issues.push(issue(
+                            format!("{at}.tiling.grid"),
+                            "cols and rows from 1 (at most 64 tiles), overlap in [0, 0.5)",
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn check_agent(a: &AgentSettings, issues: &mut Vec<Issue>) {
+    if !valid_name(&a.device_id) {
+        issues.push(issue("agent.device_id", "use only letters, digits, '_' and '-' (it is a topic level)"));
+    }
+    if !(a.shutdown_timeout_secs > 0.0 && a.shutdown_timeout_secs <= 600.0) {
+        issues.push(issue("agent.shutdown_timeout_secs", "must be in (0, 600]"));
+    }
+    if !(a.stats_interval_secs >= 0.1) {
+        issues.push(issue("agent.stats_interval_secs", "must be at least 0.1"));
+    }
+}
+
+fn check_mqtt(m: &MqttSettings, issues: &mut Vec<Issue>) {
+    if m.host.trim().is_empty() {
+        issues.push(issue("mqtt.host", "must not be empty"));
+    }
+    if m.prefix.is_empty() || m.prefix.contains(['+', '#']) || m.prefix.starts_with('/') {
+        issues.push(issue("mqtt.prefix", "must be a non-empty topic without wildcards or a leading '/'"));
+    }
+    if m.password.is_some() && m.password_file.is_some() {
+        issues.push(issue("mqtt.password_file", "set either password or password_file, not both"));
+    }
+    if let Some(tls) = &m.tls
+        && tls.client_cert_file.is_some() != tls.client_key_file.is_some()
+    {
+        issues.push(issue("mqtt.tls", "client_cert_file and client_key_file go together"));
+    }
+    if !(m.max_backoff_secs >= 0.1) {
+        issues.push(issue("mqtt.max_backoff_secs", "must be at least 0.1"));
+    }
+}

@@ -1,0 +1,111 @@
+//! `edge-agent run` without a config: the whole product in one command. An in-process broker
+//! on a free loopback port, two pipelines over the bundled photos (objects with the int8
+//! NanoDet, faces with the int8 BlazeFace), and a subscriber that prints every message the
+//! agent publishes. It ends when both pipelines have gone through the photos once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use crate::config::{
+    AgentSettings, Config, DetectStage, MqttSettings, PipelineConfig, Precision, SinkConfig, SourceConfig,
+    StageConfig, Tiling,
+};
+use crate::model::{Catalog, default_models_dir};
+
+/// The bundled photos: `$EDGE_AGENT_SAMPLES`, the installed copy, or this source tree's.
+pub fn samples_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("EDGE_AGENT_SAMPLES") {
+        return d.into();
+    }
+    let installed = PathBuf::from("/usr/share/edge-agent/samples");
+    if installed.is_dir() {
+        return installed;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images")
+}
+
+/// The demo's configuration, pointed at a broker on `port`.
+pub fn config(port: u16, models_dir: PathBuf, samples: &Path) -> Config {
+    let detect = |model: &str| {
+        StageConfig::Detect(DetectStage {
+            model: model.into(),
+            precision: Precision::Int8,
+            threshold: None,
+            nms_iou: 0.5,
+            classes: vec![],
+            max_detections: 20,
+            tiling: Tiling::default(),
+        })
+    };
+    let source = SourceConfig::Images { path: samples.display().to_string(), fps: Some(4.0), r#loop: false };
+    let pipeline = |model: &str| PipelineConfig {
+        source: source.clone(),
+        stages: vec![detect(model)],
+        sinks: vec![SinkConfig::Mqtt(Default::default())],
+    };
+    Config {
+        agent: AgentSettings {
+            device_id: "demo".into(),
+            models_dir: Some(models_dir),
+            state_dir: std::env::temp_dir().join("edge-agent-demo"),
+            shutdown_timeout_secs: 20.0,
+            stats_interval_secs: 1.0,
+        },
+        mqtt: MqttSettings { port, ..Default::default() },
+        pipelines: BTreeMap::from([("objects".into(), pipeline("nanodet")), ("faces".into(), pipeline("blazeface"))]),
+    }
+}
+
+pub async fn run(models_dir: Option<&Path>) -> Result<ExitCode> {
+    let models_dir = models_dir.map(Path::to_path_buf).unwrap_or_else(default_models_dir);
+    Catalog::open(&models_dir).with_context(|| format!("reading models in {}", models_dir.display()))?;
+    let samples = samples_dir();
+    if !samples.is_dir() {
+        bail!("demo photos not found at {} (set EDGE_AGENT_SAMPLES)", samples.display());
+    }
+    let port = crate::broker::free_port()?;
+    let addr = tokio::task::spawn_blocking(move || crate::broker::start(port)).await??;
+    eprintln!("demo: MQTT broker on {addr}; printing every message under edge-agent/demo/#");
+
+    let mut opts = MqttOptions::new("edge-agent-demo-printer", "127.0.0.1", port);
+    opts.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    client.subscribe("edge-agent/demo/#", QoS::AtLeastOnce).await?;
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    let printer = tokio::spawn(async move {
+        let mut subscribed = Some(subscribed_tx);
+        let mut count = 0usize;
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = subscribed.take() {
+                        // the receiver only waits for this once; it may be gone
+                        tx.send(()).ok();
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    count += 1;
+                    println!("{} {}", p.topic, String::from_utf8_lossy(&p.payload));
+                    if p.topic.ends_with("/status") && &p.payload[..] == b"offline" {
+                        return count;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("demo: subscriber lost the broker: {e}");
+                    return count;
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await.context("subscribing to the demo broker")??;
+    crate::app::serve(config(port, models_dir, &samples), crate::app::shutdown_signal()).await?;
+    let count = tokio::time::timeout(Duration::from_secs(10), printer).await.context("waiting for the last messages")??;
+    eprintln!("demo: done, {count} messages received");
+    Ok(ExitCode::SUCCESS)
+}

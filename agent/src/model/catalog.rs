@@ -1,0 +1,156 @@
+//! The catalog of a models folder: one sub-folder per model with a `manifest.toml`, its
+//! labels and its ONNX variants; and checking those files against their sha256.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::Manifest;
+use crate::config::Precision;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("models folder {0} does not exist (set agent.models_dir or --models-dir)")]
+    NoDir(PathBuf),
+    #[error("{path}: {message}")]
+    Manifest { path: PathBuf, message: String },
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// A model folder, its parsed manifest and labels.
+#[derive(Debug, Clone)]
+pub struct ModelEntry {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub labels: Vec<String>,
+}
+
+impl ModelEntry {
+    /// The ONNX file of a precision variant.
+    pub fn variant_path(&self, precision: &Precision) -> Option<PathBuf> {
+        self.manifest.variants.get(precision).map(|v| self.dir.join(&v.file))
+    }
+}
+
+/// All models in a folder, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub dir: PathBuf,
+    models: BTreeMap<String, ModelEntry>,
+}
+
+/// The result of checking one variant's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyReport {
+    Ok,
+    Missing { hint: Option<String> },
+    Mismatch { expected: String, actual: String },
+}
+
+/// Where models are looked for when the config names no folder: `$EDGE_AGENT_MODELS`,
+/// `./models`, the installed `/usr/share/edge-agent/models`, then this source tree's.
+pub fn default_models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("EDGE_AGENT_MODELS") {
+        return PathBuf::from(dir);
+    }
+    let candidates = [
+        PathBuf::from("models"),
+        PathBuf::from("/usr/share/edge-agent/models"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"),
+    ];
+    candidates.iter().find(|p| p.join("nanodet/manifest.toml").is_file()).cloned().unwrap_or_else(|| candidates[2].clone())
+}
+
+impl Catalog {
+    /// Reads every `*/manifest.toml` below `dir`.
+    pub fn open(dir: &Path) -> Result<Catalog, CatalogError> {
+        if !dir.is_dir() {
+            return Err(CatalogError::NoDir(dir.to_path_buf()));
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CatalogError::Io { path, source }
+        };
+        let mut models = BTreeMap::new();
+        let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io(dir))?.collect::<Result<_, _>>().map_err(io(dir))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let manifest_path = e.path().join("manifest.toml");
+            if !manifest_path.is_file() {
+                continue;
+            }
+            let entry = Self::read_entry(&e.path(), &manifest_path)?;
+            models.insert(entry.manifest.name.clone(), entry);
+        }
+        Ok(Catalog { dir: dir.to_path_buf(), models })
+    }
+
+    fn read_entry(dir: &Path, manifest_path: &Path) -> Result<ModelEntry, CatalogError> {
+        let bad = |message: String| CatalogError::Manifest { path: manifest_path.to_path_buf(), message };
+        let text = std::fs::read_to_string(manifest_path)
+            .map_err(|source| CatalogError::Io { path: manifest_path.to_path_buf(), source })?;
+        let manifest: Manifest = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let labels_path = dir.join(&manifest.labels);
+        let labels: Vec<String> = std::fs::read_to_string(&labels_path)
+            .map_err(|source| CatalogError::Io { path: labels_path.clone(), source })?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        if labels.is_empty() {
+            return Err(bad(format!("labels file {} is empty", labels_path.display())));
+        }
+        if manifest.variants.is_empty() {
+            return Err(bad("no variants".into()));
+        }
+        Ok(ModelEntry { dir: dir.to_path_buf(), manifest, labels })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ModelEntry> {
+        self.models.get(name)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.models.keys().cloned().collect()
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &ModelEntry> {
+        self.models.values()
+    }
+
+    /// Checks every variant file of every model against its manifest's sha256.
+    pub fn verify(&self) -> Vec<(String, Precision, PathBuf, VerifyReport)> {
+        let mut out = Vec::new();
+        for m in self.models.values() {
+            for (precision, variant) in &m.manifest.variants {
+                let path = m.dir.join(&variant.file);
+                let report = match sha256_file(&path) {
+                    Err(_) => VerifyReport::Missing { hint: variant.make.clone() },
+                    Ok(actual) if actual.eq_ignore_ascii_case(&variant.sha256) => VerifyReport::Ok,
+                    Ok(actual) => VerifyReport::Mismatch { expected: variant.sha256.clone(), actual },
+                };
+                out.push((m.manifest.name.clone(), precision.clone(), path, report));
+            }
+        }
+        out
+    }
+}
+
+/// Hex sha256 of a file, read in chunks.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}

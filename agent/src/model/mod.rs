@@ -1,0 +1,10 @@
+//! Models on disk: manifests, the catalog of a models folder, checksum verification, and
+//! loading a variant into tract (shared by every pipeline that uses it).
+
+mod catalog;
+mod engine;
+mod manifest;
+
+pub use catalog::{Catalog, CatalogError, ModelEntry, VerifyReport, default_models_dir};
+pub use engine::{EngineError, LoadedModel, ModelPool, SharedModel, input_shape as input_shape_of};
+pub use manifest::{ColorOrder, DecoderSpec, InputSpec, Layout, Manifest, Task, Variant};

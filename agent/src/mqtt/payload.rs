@@ -1,0 +1,108 @@
+//! The JSON published. Field names are a stable schema (documented in the README); the
+//! `schema` field names its version so consumers can detect changes.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use image::RgbImage;
+use serde::Serialize;
+
+use crate::stats::StatsSnapshot;
+use crate::vision::Detection;
+use crate::vision::detector::DetectOutput;
+
+pub const DETECTIONS_SCHEMA: &str = "edge-agent.detections.v1";
+pub const STATS_SCHEMA: &str = "edge-agent.stats.v1";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRef {
+    pub name: String,
+    pub version: String,
+    pub precision: String,
+}
+
+/// `<prefix>/<device>/detections/<pipeline>`
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectionsMessage {
+    pub schema: &'static str,
+    /// RFC 3339, UTC, when the frame was captured.
+    pub timestamp: String,
+    pub device: String,
+    pub pipeline: String,
+    /// Per-pipeline sequence number, from 0 at agent start.
+    pub seq: u64,
+    pub source: String,
+    pub frame_id: u64,
+    pub image: ImageSize,
+    pub model: ModelRef,
+    pub inference_ms: f64,
+    /// Model runs for this frame (1, or more when the frame was tiled).
+    pub passes: usize,
+    pub detections: Vec<Detection>,
+}
+
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn model_ref(out: &DetectOutput) -> ModelRef {
+    ModelRef { name: out.model_name.clone(), version: out.model_version.clone(), precision: out.precision.to_string() }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
+impl DetectionsMessage {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        device: &str,
+        pipeline: &str,
+        seq: u64,
+        frame: &crate::source::Frame,
+        out: &DetectOutput,
+    ) -> DetectionsMessage {
+        DetectionsMessage {
+            schema: DETECTIONS_SCHEMA,
+            timestamp: timestamp(frame.captured),
+            device: device.into(),
+            pipeline: pipeline.into(),
+            seq,
+            source: frame.source.clone(),
+            frame_id: frame.id,
+            image: ImageSize { width: frame.image.width(), height: frame.image.height() },
+            model: model_ref(out),
+            inference_ms: ms(out.inference),
+            passes: out.passes,
+            detections: out.detections.clone(),
+        }
+    }
+}
+
+/// `<prefix>/<device>/stats` (retained)
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsMessage {
+    pub schema: &'static str,
+    pub timestamp: String,
+    pub device: String,
+    pub uptime_secs: u64,
+    pub pipelines: BTreeMap<String, StatsSnapshot>,
+}
+
+/// One line of `edge-agent detect`: the same detection objects as on MQTT.
+pub fn detect_line(source: &str, image: &RgbImage, out: &DetectOutput) -> serde_json::Value {
+    serde_json::json!({
+        "source": source,
+        "image": ImageSize { width: image.width(), height: image.height() },
+        "model": model_ref(out),
+        "inference_ms": ms(out.inference),
+        "passes": out.passes,
+        "detections": out.detections,
+    })
+}

@@ -1,0 +1,43 @@
+//! Every topic the agent uses, under `<prefix>/<device_id>/`.
+
+#[derive(Debug, Clone)]
+pub struct Topics {
+    base: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, device_id: &str) -> Topics {
+        Topics { base: format!("{}/{}", prefix.trim_end_matches('/'), device_id) }
+    }
+
+    /// Retained `online` / `offline` (the last will).
+    pub fn status(&self) -> String {
+        format!("{}/status", self.base)
+    }
+
+    pub fn detections(&self, pipeline: &str) -> String {
+        format!("{}/detections/{pipeline}", self.base)
+    }
+
+    /// Retained per-pipeline statistics.
+    pub fn stats(&self) -> String {
+        format!("{}/stats", self.base)
+    }
+
+    /// Everything of this device, for subscribers.
+    pub fn all(&self) -> String {
+        format!("{}/#", self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn layout() {
+        let t = super::Topics::new("edge-agent/", "pi-5");
+        assert_eq!(t.status(), "edge-agent/pi-5/status");
+        assert_eq!(t.detections("door"), "edge-agent/pi-5/detections/door");
+        assert_eq!(t.stats(), "edge-agent/pi-5/stats");
+        assert_eq!(t.all(), "edge-agent/pi-5/#");
+    }
+}

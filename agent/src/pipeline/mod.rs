@@ -1,0 +1,160 @@
+//! Pipelines: built from config (every component builds itself; errors collected with their
+//! path), then spawned as a source thread and an inference thread joined by a bounded link,
+//! feeding the shared results channel that the MQTT publisher drains.
+//!
+//! ```text
+//! [src-<name> thread] --capture link--> [infer-<name> thread] --results channel--> publisher task
+//!   FrameSource         keep-latest        Stage::process          blocks when full
+//!                       or block
+//! ```
+
+mod stage;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use stage::Stage;
+
+use crate::config::{Config, SinkConfig};
+use crate::link::{Policy, link};
+use crate::model::{Catalog, ModelPool};
+use crate::mqtt::{Outgoing, Topics};
+use crate::source::{FrameSource, SourceError};
+use crate::stats::PipelineStats;
+
+/// Frames queued between capture and inference: small, so results stay fresh.
+const CAPTURE_LINK: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("pipelines.{pipeline}: {message}")]
+    Build { pipeline: String, message: String },
+    #[error("pipeline {pipeline}: source failed: {source}")]
+    Source { pipeline: String, source: SourceError },
+    #[error("pipeline {0}: a thread panicked")]
+    Panicked(String),
+}
+
+/// A pipeline whose components are built and whose models are loaded, not yet running.
+pub struct Pipeline {
+    pub name: String,
+    source: Box<dyn FrameSource>,
+    stage: Stage,
+    skip_empty: bool,
+}
+
+/// Builds every pipeline of `config`, loading each model once; reports every failure.
+pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Vec<Pipeline>, Vec<PipelineError>> {
+    let mut pool = ModelPool::default();
+    let mut built = Vec::new();
+    let mut errors = Vec::new();
+    for (name, p) in &config.pipelines {
+        let fail = |message: String| PipelineError::Build { pipeline: name.clone(), message };
+        let source = crate::source::build(&p.source).map_err(|e| fail(format!("source: {e}")));
+        let stage = Stage::build(&p.stages, catalog, &mut pool).map_err(|e| fail(format!("stages: {e}")));
+        match (source, stage) {
+            (Ok(source), Ok(stage)) => {
+                let skip_empty = p.sinks.iter().any(|s| matches!(s, SinkConfig::Mqtt(m) if m.skip_empty));
+                built.push(Pipeline { name: name.clone(), source, stage, skip_empty });
+            }
+            (source, stage) => errors.extend(source.err().into_iter().chain(stage.err())),
+        }
+    }
+    if errors.is_empty() { Ok(built) } else { Err(errors) }
+}
+
+/// A spawned pipeline.
+pub struct Running {
+    pub name: String,
+    pub stats: Arc<PipelineStats>,
+    source: JoinHandle<Result<(), PipelineError>>,
+    infer: JoinHandle<()>,
+}
+
+impl Running {
+    /// Blocks until both threads end (the source finished or was cancelled, and the
+    /// inference thread drained its link).
+    pub fn join(self) -> Result<(), PipelineError> {
+        let infer = self.infer.join();
+        let source = self.source.join().map_err(|_| PipelineError::Panicked(self.name.clone()))?;
+        infer.map_err(|_| PipelineError::Panicked(self.name.clone()))?;
+        source
+    }
+}
+
+/// What every pipeline's results need to become messages.
+#[derive(Clone)]
+pub struct Publish {
+    pub device: String,
+    pub topics: Topics,
+    pub results: mpsc::Sender<Outgoing>,
+}
+
+impl Pipeline {
+    /// Starts the source and inference threads.
+    pub fn spawn(self, cancel: CancellationToken, publish: Publish) -> std::io::Result<Running> {
+        let Pipeline { name, mut source, stage, skip_empty } = self;
+        let policy = if source.is_live() { Policy::KeepLatest } else { Policy::Block };
+        let (tx, rx, dropped) = link(CAPTURE_LINK, policy);
+        let stats = Arc::new(PipelineStats::new(dropped));
+        let src_stats = stats.clone();
+        let src_name = name.clone();
+        let source_thread = std::thread::Builder::new().name(thread_name("src", &name)).spawn(move || {
+            loop {
+                match source.next_frame(&cancel) {
+                    Ok(Some(frame)) => {
+                        src_stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                        if tx.send(frame).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(e) => {
+                        src_stats.errors.fetch_add(1, Ordering::Relaxed);
+                        return Err(PipelineError::Source { pipeline: src_name, source: e });
+                    }
+                }
+            }
+        })?;
+        let inf_stats = stats.clone();
+        let inf_name = name.clone();
+        let infer_thread = std::thread::Builder::new().name(thread_name("infer", &name)).spawn(move || {
+            let topic = publish.topics.detections(&inf_name);
+            let mut seq = 0u64;
+            for frame in rx.iter() {
+                match stage.process(&frame) {
+                    Ok(result) => {
+                        inf_stats.record_inference(result.inference().as_secs_f32() * 1000.0);
+                        if skip_empty && result.is_empty() {
+                            continue;
+                        }
+                        let payload = result.to_json(&publish.device, &inf_name, seq, &frame);
+                        seq += 1;
+                        let msg = Outgoing { topic: topic.clone(), payload, retain: false };
+                        if publish.results.blocking_send(msg).is_err() {
+                            tracing::warn!(pipeline = %inf_name, "results channel closed; stopping");
+                            return;
+                        }
+                        inf_stats.results.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        inf_stats.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(pipeline = %inf_name, source = %frame.source, error = %e, "frame failed");
+                    }
+                }
+            }
+        })?;
+        Ok(Running { name, stats, source: source_thread, infer: infer_thread })
+    }
+}
+
+/// Linux limits thread names to 15 bytes.
+fn thread_name(kind: &str, pipeline: &str) -> String {
+    let mut n = format!("{kind}-{pipeline}");
+    n.truncate(15);
+    n
+}

@@ -1,0 +1,95 @@
+//! Frame sources: where a pipeline's frames come from. Each source runs on its own named
+//! thread and blocks; a [`FrameSource`] is the seam in front of real devices so that the
+//! code around capture is tested on files.
+
+mod camera;
+mod images;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use image::RgbImage;
+use tokio_util::sync::CancellationToken;
+
+pub use camera::CameraSource;
+#[cfg(feature = "camera")]
+pub use camera::{CameraFrameFormat, decode_camera_frame};
+pub use images::ImagesSource;
+
+use crate::config::SourceConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{path}: {message}")]
+    Image { path: String, message: String },
+    #[error("no images match {0:?}")]
+    NoImages(String),
+    #[error("none of the images of {0:?} could be decoded")]
+    NothingDecodable(String),
+    #[error("camera: {0}")]
+    Camera(String),
+}
+
+/// One captured frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Counts up from 0 per source.
+    pub id: u64,
+    /// The file or device it came from.
+    pub source: String,
+    pub captured: SystemTime,
+    pub image: Arc<RgbImage>,
+}
+
+/// A blocking producer of frames.
+pub trait FrameSource: Send {
+    /// The next frame; `Ok(None)` when a finite source is done or `cancel` fired.
+    fn next_frame(&mut self, cancel: &CancellationToken) -> Result<Option<Frame>, SourceError>;
+    /// A live source (a camera, a paced replay) produces frames whether or not they are
+    /// taken: its link keeps the latest and counts what it drops. A batch source waits.
+    fn is_live(&self) -> bool;
+}
+
+/// Builds the source a config describes.
+pub fn build(config: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
+    match config {
+        SourceConfig::Images { path, fps, r#loop } => Ok(Box::new(ImagesSource::new(path, *fps, *r#loop)?)),
+        SourceConfig::Camera { index, width, height, fps } => {
+            Ok(Box::new(CameraSource::open(*index, *width, *height, *fps)?))
+        }
+    }
+}
+
+/// Largest image side accepted from a file; larger ones are refused, not allocated.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// Decodes an image file to RGB, refusing absurd sizes before allocating.
+pub fn decode_image_file(path: &Path) -> Result<RgbImage, SourceError> {
+    let err = |message: String| SourceError::Image { path: path.display().to_string(), message };
+    let mut reader = image::ImageReader::open(path).map_err(|e| err(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(1 << 30);
+    reader.limits(limits);
+    let img = reader.with_guessed_format().map_err(|e| err(e.to_string()))?.decode().map_err(|e| err(e.to_string()))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(err("image has no pixels".into()));
+    }
+    Ok(img.to_rgb8())
+}
+
+/// Sleeps until `deadline` in short steps, returning false early if `cancel` fires.
+pub(crate) fn sleep_until(deadline: std::time::Instant, cancel: &CancellationToken) -> bool {
+    loop {
+        if cancel.is_cancelled() {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        std::thread::sleep((deadline - now).min(std::time::Duration::from_millis(20)));
+    }
+}

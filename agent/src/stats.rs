@@ -1,0 +1,98 @@
+//! Per-pipeline counters, shared between a pipeline's threads and the stats publisher.
+//! Counters are atomics; the latency window is a small `std::sync::Mutex` (never held
+//! across an await or a blocking call, only to push or copy a few floats).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// How many recent inference times the percentiles are computed over.
+const WINDOW: usize = 256;
+
+#[derive(Debug)]
+pub struct PipelineStats {
+    pub frames_in: AtomicU64,
+    pub frames_done: AtomicU64,
+    pub results: AtomicU64,
+    pub errors: AtomicU64,
+    /// Frames the capture link dropped to keep the latest.
+    pub dropped: Arc<AtomicU64>,
+    latencies_ms: Mutex<VecDeque<f32>>,
+    started: Instant,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatsSnapshot {
+    pub frames_in: u64,
+    pub frames_done: u64,
+    pub results: u64,
+    pub dropped: u64,
+    pub errors: u64,
+    pub fps: f64,
+    pub inference_ms_p50: Option<f32>,
+    pub inference_ms_p95: Option<f32>,
+}
+
+impl PipelineStats {
+    pub fn new(dropped: Arc<AtomicU64>) -> PipelineStats {
+        PipelineStats {
+            frames_in: AtomicU64::new(0),
+            frames_done: AtomicU64::new(0),
+            results: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            dropped,
+            latencies_ms: Mutex::new(VecDeque::with_capacity(WINDOW)),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn record_inference(&self, ms: f32) {
+        self.frames_done.fetch_add(1, Ordering::Relaxed);
+        let mut w = self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner());
+        if w.len() == WINDOW {
+            w.pop_front();
+        }
+        w.push_back(ms);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut lat: Vec<f32> = self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
+        lat.sort_by(f32::total_cmp);
+        let pct = |p: f32| (!lat.is_empty()).then(|| lat[((lat.len() - 1) as f32 * p).round() as usize]);
+        let done = self.frames_done.load(Ordering::Relaxed);
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        StatsSnapshot {
+            frames_in: self.frames_in.load(Ordering::Relaxed),
+            frames_done: done,
+            results: self.results.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            fps: (done as f64 / secs * 100.0).round() / 100.0,
+            inference_ms_p50: pct(0.5),
+            inference_ms_p95: pct(0.95),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_over_the_window() {
+        let s = PipelineStats::new(Arc::new(AtomicU64::new(2)));
+        assert_eq!(s.snapshot().inference_ms_p50, None);
+        for i in 1..=100 {
+            s.record_inference(i as f32);
+        }
+        let snap = s.snapshot();
+        assert_eq!(snap.frames_done, 100);
+        assert_eq!(snap.dropped, 2);
+        assert_eq!(snap.inference_ms_p50, Some(51.0));
+        assert_eq!(snap.inference_ms_p95, Some(95.0));
+    }
+}

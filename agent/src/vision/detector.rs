@@ -1,0 +1,122 @@
+//! A detector: one shared model plus one stage's settings (threshold, NMS, class filter,
+//! tiling). `detect` is blocking; it runs on an inference thread.
+
+use std::time::Duration;
+
+use image::RgbImage;
+
+use super::{Candidate, Detection, decode, nms, preprocess, tiling};
+use crate::config::DetectStage;
+use crate::model::{EngineError, SharedModel};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("decoding outputs: {0}")]
+    Decode(#[from] decode::DecodeError),
+    #[error("empty image")]
+    EmptyImage,
+}
+
+/// What one frame yielded.
+#[derive(Debug, Clone)]
+pub struct DetectOutput {
+    pub detections: Vec<Detection>,
+    /// Total model time over all passes.
+    pub inference: Duration,
+    pub passes: usize,
+    pub model_name: String,
+    pub model_version: String,
+    pub precision: crate::config::Precision,
+}
+
+pub struct Detector {
+    model: SharedModel,
+    stage: DetectStage,
+    /// Class ids kept (None: all).
+    keep: Option<Vec<u32>>,
+}
+
+impl Detector {
+    pub fn new(model: SharedModel, stage: DetectStage) -> Detector {
+        let keep = if stage.classes.is_empty() {
+            None
+        } else {
+            let m = model.load();
+            Some(
+                m.entry
+                    .labels
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| stage.classes.contains(l))
+                    .map(|(i, _)| i as u32)
+                    .collect(),
+            )
+        };
+        Detector { model, stage, keep }
+    }
+
+    pub fn detect(&self, frame: &RgbImage) -> Result<DetectOutput, DetectError> {
+        if frame.width() == 0 || frame.height() == 0 {
+            return Err(DetectError::EmptyImage);
+        }
+        let model = self.model.load_full();
+        let manifest = &model.entry.manifest;
+        let spec = &manifest.input;
+        let threshold = self.stage.threshold.unwrap_or(manifest.default_threshold);
+        let regions = tiling::plan(frame.width(), frame.height(), spec.width, spec.height, self.stage.tiling);
+        let mut all: Vec<Candidate> = Vec::new();
+        let mut inference = Duration::ZERO;
+        for region in &regions {
+            let (input, transform) = preprocess::letterbox(frame, *region, spec);
+            let (outputs, took) = model.run(input)?;
+            inference += took;
+            let mut cands = decode::decode(
+                &manifest.decoder,
+                &outputs,
+                (spec.width, spec.height),
+                model.entry.labels.len(),
+                threshold,
+            )?;
+            if let Some(keep) = &self.keep {
+                cands.retain(|c| keep.contains(&c.class_id));
+            }
+            for c in nms::nms(cands, self.stage.nms_iou, self.stage.max_detections) {
+                all.push(Candidate { bbox: clip(transform.to_source(c.bbox), frame), ..c });
+            }
+        }
+        let merged = if regions.len() > 1 {
+            nms::merge_passes(all, self.stage.nms_iou, self.stage.max_detections)
+        } else {
+            all
+        };
+        let detections = merged
+            .into_iter()
+            .map(|c| Detection {
+                label: model.entry.labels.get(c.class_id as usize).cloned().unwrap_or_else(|| c.class_id.to_string()),
+                class_id: c.class_id,
+                score: round(c.score, 4),
+                bbox: c.bbox.map(|v| round(v, 1)),
+            })
+            .collect();
+        Ok(DetectOutput {
+            detections,
+            inference,
+            passes: regions.len(),
+            model_name: manifest.name.clone(),
+            model_version: manifest.version.clone(),
+            precision: model.precision.clone(),
+        })
+    }
+}
+
+fn clip(b: super::BBox, frame: &RgbImage) -> super::BBox {
+    let (w, h) = (frame.width() as f32, frame.height() as f32);
+    [b[0].clamp(0.0, w), b[1].clamp(0.0, h), b[2].clamp(0.0, w), b[3].clamp(0.0, h)]
+}
+
+fn round(v: f32, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (v as f64 * p).round() / p
+}

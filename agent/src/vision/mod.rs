@@ -1,0 +1,33 @@
+//! Vision: turning frames into detections. Preprocessing (letterbox into the model's input),
+//! tiling plans for large frames, output decoders, NMS, and the detector that ties them.
+
+pub mod decode;
+pub mod detector;
+pub mod nms;
+pub mod preprocess;
+pub mod tiling;
+
+use serde::{Deserialize, Serialize};
+
+/// An axis-aligned box in source-image pixels: `[x1, y1, x2, y2]`.
+pub type BBox = [f32; 4];
+
+/// One detected object, as published (f64 so that rounded values print as written).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub label: String,
+    pub class_id: u32,
+    /// Rounded to 4 decimals.
+    pub score: f64,
+    /// `[x1, y1, x2, y2]` in source-image pixels, rounded to 0.1.
+    #[serde(rename = "box")]
+    pub bbox: [f64; 4],
+}
+
+/// A candidate box before labels are attached.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    pub class_id: u32,
+    pub score: f32,
+    pub bbox: BBox,
+}

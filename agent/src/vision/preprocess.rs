@@ -1,0 +1,129 @@
+//! Letterboxing a region of a frame into a model's input tensor, and mapping boxes back.
+//!
+//! The region is scaled to fit the input while keeping its aspect ratio, centred, and the
+//! border is filled with the value 0 after normalisation (the mean colour). Models were
+//! calibrated with exactly this rule (scripts/models/calibration.py).
+
+use image::{RgbImage, imageops};
+use tract_onnx::prelude::*;
+
+use super::BBox;
+use crate::model::{ColorOrder, InputSpec, Layout};
+
+/// A rectangle of the source frame, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+}
+
+/// Maps input-tensor coordinates back to source pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transform {
+    scale: f32,
+    pad_x: f32,
+    pad_y: f32,
+    origin_x: f32,
+    origin_y: f32,
+}
+
+impl Transform {
+    pub fn to_source(&self, b: BBox) -> BBox {
+        let map = |v: f32, pad: f32, origin: f32| (v - pad) / self.scale + origin;
+        [
+            map(b[0], self.pad_x, self.origin_x),
+            map(b[1], self.pad_y, self.origin_y),
+            map(b[2], self.pad_x, self.origin_x),
+            map(b[3], self.pad_y, self.origin_y),
+        ]
+    }
+}
+
+/// Builds the input tensor for `region` of `frame`.
+pub fn letterbox(frame: &RgbImage, region: Region, spec: &InputSpec) -> (Tensor, Transform) {
+    let (iw, ih) = (spec.width, spec.height);
+    let scale = (iw as f32 / region.w as f32).min(ih as f32 / region.h as f32);
+    let nw = ((region.w as f32 * scale).round() as u32).clamp(1, iw);
+    let nh = ((region.h as f32 * scale).round() as u32).clamp(1, ih);
+    let (x0, y0) = ((iw - nw) / 2, (ih - nh) / 2);
+    let view = imageops::crop_imm(frame, region.x, region.y, region.w, region.h);
+    let resized = if (nw, nh) == (region.w, region.h) {
+        view.to_image()
+    } else {
+        imageops::resize(&view.to_image(), nw, nh, imageops::FilterType::Triangle)
+    };
+    let order: [usize; 3] = match spec.color {
+        ColorOrder::Rgb => [0, 1, 2],
+        ColorOrder::Bgr => [2, 1, 0],
+    };
+    let (w, h) = (iw as usize, ih as usize);
+    let mut data = vec![0f32; 3 * w * h];
+    for (x, y, px) in resized.enumerate_pixels() {
+        let (ox, oy) = ((x + x0) as usize, (y + y0) as usize);
+        for c in 0..3 {
+            let v = (px.0[order[c]] as f32 - spec.mean[c]) / spec.std[c];
+            let at = match spec.layout {
+                Layout::Nchw => c * w * h + oy * w + ox,
+                Layout::Nhwc => (oy * w + ox) * 3 + c,
+            };
+            data[at] = v;
+        }
+    }
+    let shape = crate::model::input_shape_of(spec);
+    let tensor = Tensor::from_shape(&shape, &data).expect("shape matches data length");
+    let transform = Transform {
+        scale,
+        pad_x: x0 as f32,
+        pad_y: y0 as f32,
+        origin_x: region.x as f32,
+        origin_y: region.y as f32,
+    };
+    (tensor, transform)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ColorOrder, Layout};
+
+    fn spec(layout: Layout, color: ColorOrder) -> InputSpec {
+        InputSpec {
+            name: "input".into(),
+            layout,
+            width: 8,
+            height: 8,
+            color,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        }
+    }
+
+    #[test]
+    fn wide_region_is_centred_vertically_and_maps_back() {
+        let frame = RgbImage::from_pixel(16, 8, image::Rgb([10, 20, 30]));
+        let region = Region { x: 0, y: 0, w: 16, h: 8 };
+        let (t, tf) = letterbox(&frame, region, &spec(Layout::Nchw, ColorOrder::Bgr));
+        let v = t.to_plain_array_view::<f32>().unwrap();
+        assert_eq!(v.shape(), &[1, 3, 8, 8]);
+        // rows 0,1 and 6,7 are padding, rows 2..6 carry the image (BGR order)
+        assert_eq!(v[[0, 0, 0, 3]], 0.0);
+        assert_eq!(v[[0, 0, 3, 3]], 30.0);
+        assert_eq!(v[[0, 2, 3, 3]], 10.0);
+        assert_eq!(v[[0, 0, 7, 3]], 0.0);
+        let b = tf.to_source([0.0, 2.0, 8.0, 6.0]);
+        assert_eq!(b, [0.0, 0.0, 16.0, 8.0]);
+    }
+
+    #[test]
+    fn region_offset_is_added_back_and_nhwc_is_interleaved() {
+        let frame = RgbImage::from_pixel(40, 40, image::Rgb([1, 2, 3]));
+        let region = Region { x: 20, y: 10, w: 8, h: 8 };
+        let (t, tf) = letterbox(&frame, region, &spec(Layout::Nhwc, ColorOrder::Rgb));
+        let v = t.to_plain_array_view::<f32>().unwrap();
+        assert_eq!(v.shape(), &[1, 8, 8, 3]);
+        assert_eq!((v[[0, 4, 4, 0]], v[[0, 4, 4, 2]]), (1.0, 3.0));
+        assert_eq!(tf.to_source([1.0, 1.0, 2.0, 2.0]), [21.0, 11.0, 22.0, 12.0]);
+    }
+}
