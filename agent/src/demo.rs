@@ -26,7 +26,8 @@ pub fn samples_dir() -> PathBuf {
     if installed.is_dir() {
         return installed;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images")
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images");
+    tree.canonicalize().unwrap_or(tree)
 }
 
 /// The demo's configuration, pointed at a broker on `port`.
@@ -42,7 +43,7 @@ pub fn config(port: u16, models_dir: PathBuf, samples: &Path) -> Config {
             tiling: Tiling::default(),
         })
     };
-    let source = SourceConfig::Images { path: samples.display().to_string(), fps: Some(4.0), r#loop: false };
+    let source = SourceConfig::Images { path: samples.display().to_string(), fps: Some(2.0), r#loop: false };
     let pipeline = |model: &str| PipelineConfig {
         source: source.clone(),
         stages: vec![detect(model)],
@@ -91,6 +92,9 @@ pub async fn run(models_dir: Option<&Path>) -> Result<ExitCode> {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     count += 1;
                     println!("{} {}", p.topic, String::from_utf8_lossy(&p.payload));
+                    if let Some(line) = summary(&p.payload) {
+                        eprintln!("{line}");
+                    }
                     if p.topic.ends_with("/status") && &p.payload[..] == b"offline" {
                         return count;
                     }
@@ -108,4 +112,22 @@ pub async fn run(models_dir: Option<&Path>) -> Result<ExitCode> {
     let count = tokio::time::timeout(Duration::from_secs(10), printer).await.context("waiting for the last messages")??;
     eprintln!("demo: done, {count} messages received");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A one-line human reading of a detections message, for the demo's stderr.
+fn summary(payload: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let dets = v.get("detections")?.as_array()?;
+    let file = Path::new(v.get("source")?.as_str()?).file_name()?.to_string_lossy().to_string();
+    let found: Vec<String> = dets
+        .iter()
+        .filter_map(|d| Some(format!("{} {:.2}", d.get("label")?.as_str()?, d.get("score")?.as_f64()?)))
+        .collect();
+    Some(format!(
+        "demo: {:<8} {:<17} {:>7.1} ms  {}",
+        v.get("pipeline")?.as_str()?,
+        file,
+        v.get("inference_ms")?.as_f64()?,
+        if found.is_empty() { "-".to_string() } else { found.join(", ") }
+    ))
 }

@@ -242,7 +242,7 @@ pub enum Tiling {
 
 impl Default for Tiling {
     fn default() -> Self {
-        Tiling::Auto { max_downscale: 3.0 }
+        Tiling::Auto { max_downscale: 3.2 }
     }
 }
 

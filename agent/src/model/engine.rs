@@ -25,6 +25,8 @@ pub enum EngineError {
     Load { path: PathBuf, message: String },
     #[error("{path}: output {name:?} named by the manifest is not an output of the graph (outputs: {found:?})")]
     Outputs { path: PathBuf, name: String, found: Vec<String> },
+    #[error("{path}: sha256 {actual} does not match the manifest's {expected}; refusing to load")]
+    Checksum { path: PathBuf, expected: String, actual: String },
     #[error("inference failed: {0}")]
     Run(String),
 }
@@ -68,6 +70,12 @@ impl LoadedModel {
             return Err(EngineError::Missing { path, hint: variant.make.clone() });
         }
         let started = Instant::now();
+        // a flipped bit on an SD card must not silently become wrong answers
+        let actual = super::catalog::sha256_file(&path)
+            .map_err(|e| EngineError::Load { path: path.clone(), message: e.to_string() })?;
+        if !actual.eq_ignore_ascii_case(&variant.sha256) {
+            return Err(EngineError::Checksum { path, expected: variant.sha256.clone(), actual });
+        }
         let load_err = |e: TractError| EngineError::Load { path: path.clone(), message: format!("{e:#}") };
         let shape = input_shape(&m.input);
         let model = tract_onnx::onnx()

@@ -5,7 +5,7 @@
 //! (letterboxed, for large objects), and when the frame would be shrunk more than
 //! `max_downscale` times, it is also cut into a grid of overlapping tiles, each shrunk at most
 //! about that much. Detections from all passes are merged (see `nms::merge_passes`).
-//! Cost grows with the number of tiles, so the default (3×) leaves VGA and 720p frames at one
+//! Cost grows with the number of tiles, so the default (3.2×) leaves VGA and 720p frames at one
 //! inference and a 1080p frame at three.
 
 use super::preprocess::Region;
@@ -77,7 +77,7 @@ mod tests {
     use super::*;
 
     fn auto() -> Tiling {
-        Tiling::Auto { max_downscale: 3.0 }
+        Tiling::Auto { max_downscale: 3.2 }
     }
 
     fn check(w: u32, h: u32, tiling: Tiling, expected_passes: usize) {

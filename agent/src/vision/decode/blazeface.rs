@@ -50,9 +50,9 @@ mod tests {
     #[test]
     fn anchor_of_the_last_cell_decodes_near_the_corner() {
         // one 2x2 grid with 1 anchor per cell on a 128x128 input
-        let mut scores = vec![-10.0; 4];
+        let mut scores = vec![-10.0f32; 4];
         scores[3] = 10.0;
-        let mut reg = vec![0.0; 4 * 16];
+        let mut reg = vec![0.0f32; 4 * 16];
         reg[3 * 16..3 * 16 + 4].copy_from_slice(&[2.0, -2.0, 20.0, 10.0]);
         let outputs: Vec<TValue> = vec![
             Tensor::from_shape(&[1, 4, 1], &scores).unwrap().into(),

@@ -1,0 +1,185 @@
+//! Helpers shared by the end-to-end tests: paths, brokers (in-process rumqttd, Debian's
+//! mosquitto when installed) and an MQTT collector.
+#![allow(dead_code)]
+
+pub mod known;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+}
+
+pub fn models() -> PathBuf {
+    root().join("models")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/images").join(name)
+}
+
+pub fn agent() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+    c.arg("--models-dir").arg(models()).env("RUST_LOG", "warn");
+    c
+}
+
+/// A broker on a free loopback port; the process (mosquitto) is killed on drop.
+pub struct Broker {
+    pub port: u16,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+}
+
+/// rumqttd inside the test process.
+pub fn rumqttd() -> Broker {
+    let port = edge_agent::broker::free_port().unwrap();
+    edge_agent::broker::start(port).unwrap();
+    Broker { port, child: None, _dir: None }
+}
+
+pub fn mosquitto_path() -> Option<PathBuf> {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// Debian's mosquitto on a free loopback port, or None when it is not installed.
+pub fn mosquitto() -> Option<Broker> {
+    let bin = mosquitto_path()?;
+    let port = edge_agent::broker::free_port().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
+    let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_port(port);
+    Some(Broker { port, child: Some(child), _dir: Some(dir) })
+}
+
+pub fn wait_port(port: u16) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "broker on {port} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+impl Message {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| panic!("{}: not JSON: {e}", self.topic))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).to_string()
+    }
+}
+
+/// Subscribes to `filter` and forwards every publish; returns once the subscription is acked.
+pub fn subscribe(port: u16, client_id: &str, filter: &str) -> mpsc::Receiver<Message> {
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut conn) = Client::new(opts, 64);
+    client.subscribe(filter, QoS::AtLeastOnce).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (ack_tx, ack_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _client = client; // keep the client (and so the connection) alive
+        for event in conn.iter() {
+            match event {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    ack_tx.send(()).ok();
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let m = Message { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
+                    if tx.send(m).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    });
+    ack_rx.recv_timeout(Duration::from_secs(10)).expect("subscription acked");
+    rx
+}
+
+/// Collects messages until `done` says so or `timeout` passes.
+pub fn collect_until(rx: &mpsc::Receiver<Message>, timeout: Duration, mut done: impl FnMut(&Message) -> bool) -> Vec<Message> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(m) => {
+                let stop = done(&m);
+                out.push(m);
+                if stop {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Runs a child to completion within `timeout`, returning (status, stdout, stderr).
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> (std::process::ExitStatus, String, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            break;
+        }
+        if started.elapsed() > timeout {
+            child.kill().ok();
+            let out = child.wait_with_output().unwrap();
+            panic!("timed out; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status, String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+pub fn iou(a: &[f64], b: &[f64]) -> f64 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let i = w * h;
+    let area = |x: &[f64]| (x[2] - x[0]) * (x[3] - x[1]);
+    i / (area(a) + area(b) - i)
+}
+
+/// The (label, score, box) list of a detections JSON object.
+pub fn detections(v: &serde_json::Value) -> Vec<(String, f64, Vec<f64>)> {
+    v["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["label"].as_str().unwrap().to_string(),
+                d["score"].as_f64().unwrap(),
+                d["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect(),
+            )
+        })
+        .collect()
+}
