@@ -23,7 +23,7 @@ use crate::config::{Config, SinkConfig};
 use crate::link::{Policy, link};
 use crate::model::{Catalog, ModelPool};
 use crate::mqtt::{Outgoing, Topics};
-use crate::source::{FrameSource, SourceError};
+use crate::source::{SourceError, SourceSpec};
 use crate::stats::PipelineStats;
 
 /// Frames queued between capture and inference: small, so results stay fresh.
@@ -42,7 +42,7 @@ pub enum PipelineError {
 /// A pipeline whose components are built and whose models are loaded, not yet running.
 pub struct Pipeline {
     pub name: String,
-    source: Box<dyn FrameSource>,
+    source: SourceSpec,
     stage: Stage,
     skip_empty: bool,
 }
@@ -97,13 +97,15 @@ pub struct Publish {
 impl Pipeline {
     /// Starts the source and inference threads.
     pub fn spawn(self, cancel: CancellationToken, publish: Publish) -> std::io::Result<Running> {
-        let Pipeline { name, mut source, stage, skip_empty } = self;
-        let policy = if source.is_live() { Policy::KeepLatest } else { Policy::Block };
+        let Pipeline { name, source, stage, skip_empty } = self;
+        let policy = if source.live { Policy::KeepLatest } else { Policy::Block };
         let (tx, rx, dropped) = link(CAPTURE_LINK, policy);
         let stats = Arc::new(PipelineStats::new(dropped));
         let src_stats = stats.clone();
         let src_name = name.clone();
         let source_thread = std::thread::Builder::new().name(thread_name("src", &name)).spawn(move || {
+            let fail = |source| PipelineError::Source { pipeline: src_name.clone(), source };
+            let mut source = source.open().map_err(fail)?;
             loop {
                 match source.next_frame(&cancel) {
                     Ok(Some(frame)) => {
@@ -115,7 +117,7 @@ impl Pipeline {
                     Ok(None) => return Ok(()),
                     Err(e) => {
                         src_stats.errors.fetch_add(1, Ordering::Relaxed);
-                        return Err(PipelineError::Source { pipeline: src_name, source: e });
+                        return Err(fail(e));
                     }
                 }
             }

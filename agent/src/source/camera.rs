@@ -9,6 +9,18 @@ use super::{Frame, FrameSource, SourceError};
 #[cfg(feature = "camera")]
 pub use imp::{CameraFrameFormat, CameraSource, decode_camera_frame};
 
+/// Checks, before anything starts, that the build can use cameras and the device exists.
+pub fn probe(index: u32) -> Result<(), SourceError> {
+    if !cfg!(feature = "camera") {
+        return Err(SourceError::Camera("this build has no camera support; rebuild with `--features camera`".into()));
+    }
+    let dev = format!("/dev/video{index}");
+    if !std::path::Path::new(&dev).exists() {
+        return Err(SourceError::Camera(format!("no camera at {dev}")));
+    }
+    Ok(())
+}
+
 #[cfg(not(feature = "camera"))]
 pub struct CameraSource(std::convert::Infallible);
 
@@ -23,9 +35,6 @@ impl CameraSource {
 impl FrameSource for CameraSource {
     fn next_frame(&mut self, _cancel: &CancellationToken) -> Result<Option<Frame>, SourceError> {
         match self.0 {}
-    }
-    fn is_live(&self) -> bool {
-        true
     }
 }
 
@@ -76,7 +85,12 @@ mod imp {
                 res.height()
             )));
         }
-        let img = buffer.decode_image::<RgbFormat>().map_err(|e| SourceError::Camera(e.to_string()))?;
+        // nokhwa's MJPEG path (mozjpeg) reports a corrupt JPEG by unwinding; a bad frame from
+        // a flaky USB camera must be an error, not the end of the process (this is also why
+        // the release profile keeps panic = "unwind")
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| buffer.decode_image::<RgbFormat>()))
+            .map_err(|_| SourceError::Camera("corrupt frame (decoder gave up)".into()))?;
+        let img = decoded.map_err(|e| SourceError::Camera(e.to_string()))?;
         let (w, h) = (img.width(), img.height());
         RgbImage::from_raw(w, h, img.into_raw())
             .ok_or_else(|| SourceError::Camera("decoded frame has the wrong size".into()))
@@ -112,10 +126,6 @@ mod imp {
             self.next_id += 1;
             Ok(Some(frame))
         }
-
-        fn is_live(&self) -> bool {
-            true
-        }
     }
 
     #[cfg(test)]
@@ -140,11 +150,11 @@ mod imp {
 
         #[test]
         fn no_camera_is_a_clear_error() {
-            if std::path::Path::new("/dev/video0").exists() {
-                return; // a real camera is here; nothing to check about its absence
-            }
-            let err = CameraSource::open(0, 640, 480, 15).err().unwrap();
-            assert!(err.to_string().contains("/dev/video0"), "{err}");
+            let index = 63; // no machine here has 64 cameras
+            let err = probe(index).unwrap_err();
+            assert!(err.to_string().contains("no camera at /dev/video63"), "{err}");
+            let err = CameraSource::open(index, 640, 480, 15).err().unwrap();
+            assert!(err.to_string().contains("/dev/video63"), "{err}");
         }
     }
 }

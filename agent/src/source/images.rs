@@ -112,10 +112,6 @@ impl FrameSource for ImagesSource {
             }
         }
     }
-
-    fn is_live(&self) -> bool {
-        self.period.is_some()
-    }
 }
 
 #[cfg(test)]
@@ -137,7 +133,6 @@ mod tests {
             names.push(PathBuf::from(&f.source).file_stem().unwrap().to_string_lossy().to_string());
         }
         assert_eq!(names, ["astronaut", "camera", "chelsea", "coffee", "grace_hopper", "motorcycle", "rocket"]);
-        assert!(!s.is_live());
     }
 
     #[test]

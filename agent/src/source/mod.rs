@@ -42,21 +42,44 @@ pub struct Frame {
     pub image: Arc<RgbImage>,
 }
 
-/// A blocking producer of frames.
-pub trait FrameSource: Send {
+/// A blocking producer of frames. It need not be `Send`: device handles (nokhwa's camera)
+/// often are not, so a source is opened on the thread that reads it.
+pub trait FrameSource {
     /// The next frame; `Ok(None)` when a finite source is done or `cancel` fired.
     fn next_frame(&mut self, cancel: &CancellationToken) -> Result<Option<Frame>, SourceError>;
-    /// A live source (a camera, a paced replay) produces frames whether or not they are
-    /// taken: its link keeps the latest and counts what it drops. A batch source waits.
-    fn is_live(&self) -> bool;
 }
 
-/// Builds the source a config describes.
-pub fn build(config: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
+type Opener = Box<dyn FnOnce() -> Result<Box<dyn FrameSource>, SourceError> + Send>;
+
+/// A checked source, ready to be opened on its capture thread.
+pub struct SourceSpec {
+    /// A live source (a camera, a paced replay) produces frames whether or not they are
+    /// taken: its link keeps the latest and counts what it drops. A batch source waits.
+    pub live: bool,
+    open: Opener,
+}
+
+impl SourceSpec {
+    /// Opens the source; call it on the thread that will read it.
+    pub fn open(self) -> Result<Box<dyn FrameSource>, SourceError> {
+        (self.open)()
+    }
+}
+
+/// Checks the source a config describes (images exist, the camera device is there) and
+/// returns how to open it.
+pub fn build(config: &SourceConfig) -> Result<SourceSpec, SourceError> {
     match config {
-        SourceConfig::Images { path, fps, r#loop } => Ok(Box::new(ImagesSource::new(path, *fps, *r#loop)?)),
-        SourceConfig::Camera { index, width, height, fps } => {
-            Ok(Box::new(CameraSource::open(*index, *width, *height, *fps)?))
+        SourceConfig::Images { path, fps, r#loop } => {
+            let source = ImagesSource::new(path, *fps, *r#loop)?;
+            Ok(SourceSpec { live: fps.is_some(), open: Box::new(move || Ok(Box::new(source))) })
+        }
+        &SourceConfig::Camera { index, width, height, fps } => {
+            camera::probe(index)?;
+            Ok(SourceSpec {
+                live: true,
+                open: Box::new(move || Ok(Box::new(CameraSource::open(index, width, height, fps)?))),
+            })
         }
     }
 }
