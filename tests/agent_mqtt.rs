@@ -2,6 +2,7 @@
 //! mosquitto (when installed; CI installs it). Known answers arrive over MQTT for both
 //! precisions, the status topic follows the MQTT conventions (retained online/offline, last
 //! will on a crash), and statistics are published.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

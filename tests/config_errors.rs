@@ -1,5 +1,6 @@
 //! Configuration mistakes are all reported at once, each with its path and the file, by
 //! `validate` and by `run`, before anything starts.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -83,4 +84,13 @@ fn a_missing_or_unparsable_file_is_named() {
     let (status, _, stderr) = run_with_timeout(c, Duration::from_secs(60));
     assert!(!status.success());
     assert!(stderr.contains("agent.toml"), "{stderr}");
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let mut c = agent();
+    c.args(["validate", "--config"]).arg(common::root().join("systemd/edge-agent.toml"));
+    let (status, stdout, stderr) = run_with_timeout(c, Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("1 pipeline(s): driveway"), "{stdout}");
 }

@@ -1,5 +1,6 @@
 //! `edge-agent detect` on the fixture photos: known answers for both precisions of both
 //! models, int8 agreeing with fp32, and tiling finding a small person in a wide panorama.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

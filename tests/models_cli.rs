@@ -1,5 +1,6 @@
 //! `edge-agent models list|verify`: the shipped files match their manifests, and a
 //! corrupted or missing file is caught and named.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -33,7 +34,10 @@ fn shipped_models_verify_and_list() {
     assert_eq!(out.lines().filter(|l| l.starts_with("ok ")).count(), 4, "{out}");
     let (ok, out, _) = run(&models(), &["models", "list"]);
     assert!(ok);
-    assert!(out.contains("nanodet") && out.contains("blazeface") && out.contains("int8,fp32") || out.contains("fp32,int8"), "{out}");
+    assert!(
+        out.contains("nanodet") && out.contains("blazeface") && out.contains("int8,fp32") || out.contains("fp32,int8"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -49,10 +53,14 @@ fn a_corrupted_and_a_missing_file_are_caught() {
     let (ok, out, err) = run(dir.path(), &["models", "verify"]);
     assert!(!ok);
     assert!(out.lines().any(|l| l.starts_with("CORRUPT") && l.contains("blazeface.int8.onnx")), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("MISSING") && l.contains("nanodet.fp32.onnx") && l.contains("make-models")), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("MISSING") && l.contains("nanodet.fp32.onnx") && l.contains("make-models")),
+        "{out}"
+    );
     assert!(err.contains("2 model file(s) failed"), "{err}");
     // the missing variant is reported clearly when used, too
-    let (ok, _, err) = run(dir.path(), &["detect", "--precision", "fp32", common::fixture("chelsea.jpg").to_str().unwrap()]);
+    let (ok, _, err) =
+        run(dir.path(), &["detect", "--precision", "fp32", common::fixture("chelsea.jpg").to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("nanodet.fp32.onnx") && err.contains("make-models.sh"), "{err}");
     // and the corrupted one is refused at load, not run

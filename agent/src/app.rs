@@ -115,7 +115,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             }
         }
     });
-    let stats: BTreeMap<String, Arc<PipelineStats>> = running.iter().map(|r| (r.name.clone(), r.stats.clone())).collect();
+    let stats: BTreeMap<String, Arc<PipelineStats>> =
+        running.iter().map(|r| (r.name.clone(), r.stats.clone())).collect();
     let stats_task = tokio::spawn(publish_stats(
         stats.clone(),
         device.clone(),
@@ -156,7 +157,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         tracing::info!(pipeline = %name, stats = ?s.snapshot(), "final");
     }
     let failures: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| e.to_string()).collect();
-    if failures.is_empty() { Ok(()) } else { Err(anyhow!("{} of {} pipelines failed:\n{}", failures.len(), names.len(), failures.join("\n"))) }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("{} of {} pipelines failed:\n{}", failures.len(), names.len(), failures.join("\n")))
+    }
 }
 
 /// Publishes the retained stats every `every`, and once more when cancelled.

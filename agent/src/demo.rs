@@ -12,8 +12,8 @@ use anyhow::{Context, Result, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::config::{
-    AgentSettings, Config, DetectStage, MqttSettings, PipelineConfig, Precision, SinkConfig, SourceConfig,
-    StageConfig, Tiling,
+    AgentSettings, Config, DetectStage, MqttSettings, PipelineConfig, Precision, SinkConfig, SourceConfig, StageConfig,
+    Tiling,
 };
 use crate::model::{Catalog, default_models_dir};
 
@@ -109,7 +109,8 @@ pub async fn run(models_dir: Option<&Path>) -> Result<ExitCode> {
     });
     tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await.context("subscribing to the demo broker")??;
     crate::app::serve(config(port, models_dir, &samples), crate::app::shutdown_signal()).await?;
-    let count = tokio::time::timeout(Duration::from_secs(10), printer).await.context("waiting for the last messages")??;
+    let count =
+        tokio::time::timeout(Duration::from_secs(10), printer).await.context("waiting for the last messages")??;
     eprintln!("demo: done, {count} messages received");
     Ok(ExitCode::SUCCESS)
 }

@@ -49,7 +49,8 @@ pub fn link<T>(capacity: usize, policy: Policy) -> (LinkSender<T>, LinkReceiver<
     let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
     let alive = Arc::new(());
-    let sender = LinkSender { tx, evict: rx.clone(), policy, dropped: dropped.clone(), consumer: Arc::downgrade(&alive) };
+    let sender =
+        LinkSender { tx, evict: rx.clone(), policy, dropped: dropped.clone(), consumer: Arc::downgrade(&alive) };
     (sender, LinkReceiver { rx, _alive: alive }, dropped)
 }
 

@@ -84,11 +84,17 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         }
         Command::Validate { config } => {
             let config = edge_agent::app::load_config(&config, cli.models_dir.as_deref())?;
-            println!("ok: {} pipeline(s): {}", config.pipelines.len(), config.pipelines.keys().cloned().collect::<Vec<_>>().join(", "));
+            println!(
+                "ok: {} pipeline(s): {}",
+                config.pipelines.len(),
+                config.pipelines.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
         }
         Command::Detect { model, precision, threshold, no_tiling, images } => {
             let catalog = catalog()?;
-            let entry = catalog.get(&model).with_context(|| format!("no model named {model:?} (available: {})", catalog.names().join(", ")))?;
+            let entry = catalog
+                .get(&model)
+                .with_context(|| format!("no model named {model:?} (available: {})", catalog.names().join(", ")))?;
             if let Some(t) = threshold
                 && !(t > 0.0 && t < 1.0)
             {
@@ -107,14 +113,19 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             let detector = Detector::new(shared, stage);
             let mut failed = false;
             for path in images {
-                let line = match edge_agent::source::decode_image_file(&path) {
-                    Ok(img) => match detector.detect(&img) {
-                        Ok(out) => edge_agent::mqtt::payload::detect_line(&path.display().to_string(), &img, &out),
-                        Err(e) => error_line(&path, &e.to_string()),
-                    },
-                    Err(e) => error_line(&path, &e.to_string()),
+                let result = edge_agent::source::decode_image_file(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|img| detector.detect(&img).map(|out| (img, out)).map_err(|e| e.to_string()));
+                let line = match result {
+                    Ok((img, out)) => {
+                        let line = edge_agent::mqtt::payload::detect_line(&path.display().to_string(), &img, &out);
+                        serde_json::to_value(line)?
+                    }
+                    Err(e) => {
+                        failed = true;
+                        error_line(&path, &e)
+                    }
                 };
-                failed |= line.get("error").is_some();
                 println!("{line}");
             }
             if failed {
@@ -142,11 +153,18 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     VerifyReport::Ok => println!("ok       {name} {precision} {}", path.display()),
                     VerifyReport::Missing { hint } => {
                         bad += 1;
-                        println!("MISSING  {name} {precision} {} (make it with {})", path.display(), hint.unwrap_or_default());
+                        println!(
+                            "MISSING  {name} {precision} {} (make it with {})",
+                            path.display(),
+                            hint.unwrap_or_default()
+                        );
                     }
                     VerifyReport::Mismatch { expected, actual } => {
                         bad += 1;
-                        println!("CORRUPT  {name} {precision} {}: sha256 {actual}, manifest says {expected}", path.display());
+                        println!(
+                            "CORRUPT  {name} {precision} {}: sha256 {actual}, manifest says {expected}",
+                            path.display()
+                        );
                     }
                 }
             }

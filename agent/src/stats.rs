@@ -62,7 +62,9 @@ impl PipelineStats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let mut lat: Vec<f32> = self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
         lat.sort_by(f32::total_cmp);
-        let pct = |p: f32| (!lat.is_empty()).then(|| (lat[((lat.len() - 1) as f32 * p).round() as usize] * 100.0).round() / 100.0);
+        let pct = |p: f32| {
+            (!lat.is_empty()).then(|| (lat[((lat.len() - 1) as f32 * p).round() as usize] * 100.0).round() / 100.0)
+        };
         let done = self.frames_done.load(Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         StatsSnapshot {

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Known answers for the fixture photos, shared by every end-to-end test.
 
 use super::detections;

@@ -1,6 +1,6 @@
 //! Helpers shared by the end-to-end tests: paths, brokers (in-process rumqttd, Debian's
 //! mosquitto when installed) and an MQTT collector.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 pub mod known;
 
@@ -123,7 +123,11 @@ pub fn subscribe(port: u16, client_id: &str, filter: &str) -> mpsc::Receiver<Mes
 }
 
 /// Collects messages until `done` says so or `timeout` passes.
-pub fn collect_until(rx: &mpsc::Receiver<Message>, timeout: Duration, mut done: impl FnMut(&Message) -> bool) -> Vec<Message> {
+pub fn collect_until(
+    rx: &mpsc::Receiver<Message>,
+    timeout: Duration,
+    mut done: impl FnMut(&Message) -> bool,
+) -> Vec<Message> {
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {

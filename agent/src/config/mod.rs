@@ -42,10 +42,7 @@ pub fn load_raw(file: &Path) -> Result<serde_json::Value, ConfigError> {
     let built = config::Config::builder()
         .add_source(config::File::from(file).format(config::FileFormat::Toml))
         .add_source(
-            config::Environment::with_prefix("EDGE_AGENT")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
+            config::Environment::with_prefix("EDGE_AGENT").prefix_separator("__").separator("__").try_parsing(true),
         )
         .build()
         .map_err(|e| read_err(e.to_string()))?;
@@ -55,6 +52,5 @@ pub fn load_raw(file: &Path) -> Result<serde_json::Value, ConfigError> {
 /// Loads and fully validates a configuration file against the models in `catalog`.
 pub fn load(file: &Path, catalog: &crate::model::Catalog) -> Result<Config, ConfigError> {
     let raw = load_raw(file)?;
-    validate::check(raw, catalog)
-        .map_err(|issues| ConfigError::Invalid { file: file.to_path_buf(), issues })
+    validate::check(raw, catalog).map_err(|issues| ConfigError::Invalid { file: file.to_path_buf(), issues })
 }

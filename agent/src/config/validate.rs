@@ -64,8 +64,15 @@ fn typed<T: DeserializeOwned>(path: &str, value: Value, issues: &mut Vec<Issue>)
         Ok(v) => Some(v),
         Err(e) => {
             let inner = e.path().to_string();
-            let full = if inner == "." { path.to_string() } else { format!("{path}.{inner}") };
-            issues.push(issue(full.replace(".[", "["), e.into_inner().to_string()));
+            let mut full = if inner == "." { path.to_string() } else { format!("{path}.{inner}") };
+            let message = e.into_inner().to_string();
+            // inside internally tagged enums serde loses the field's own name: put it back
+            if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next())
+                && !full.ends_with(field)
+            {
+                full = format!("{full}.{field}");
+            }
+            issues.push(issue(full.replace(".[", "["), message));
             None
         }
     }
@@ -180,10 +187,9 @@ fn check_pipeline(path: &str, p: &PipelineConfig, catalog: &Catalog, issues: &mu
                     issues.push(issue(format!("{at}.max_detections"), "must be at least 1"));
                 }
                 match d.tiling {
-                    Tiling::Auto { max_downscale } if !(max_downscale >= 1.0) => issues.push(issue(
-                        format!("{at}.tiling.auto.max_downscale"),
-                        "must be at least 1",
-                    )),
+                    Tiling::Auto { max_downscale } if !(max_downscale >= 1.0) => {
+                        issues.push(issue(format!("{at}.tiling.auto.max_downscale"), "must be at least 1"))
+                    }
                     Tiling::Grid { cols, rows, overlap }
                         if cols == 0 || rows == 0 || cols * rows > 64 || !(0.0..0.5).contains(&overlap) =>
                     {
@@ -228,5 +234,77 @@ fn check_mqtt(m: &MqttSettings, issues: &mut Vec<Issue>) {
     }
     if !(m.max_backoff_secs >= 0.1) {
         issues.push(issue("mqtt.max_backoff_secs", "must be at least 0.1"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        Catalog::open(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")).unwrap()
+    }
+
+    /// Checks `toml` and compares the issues' `path: message` lines with `expected`
+    /// (each expected line must be the start of one reported line, in order).
+    fn check_toml(toml: &str, expected: &[&str]) {
+        let raw: Value = toml::from_str::<toml::Value>(toml).unwrap().try_into().unwrap();
+        let got: Vec<String> = match check(raw, &catalog()) {
+            Ok(_) => vec![],
+            Err(issues) => issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect(),
+        };
+        assert_eq!(got.len(), expected.len(), "got {got:#?}");
+        for (g, e) in got.iter().zip(expected) {
+            assert!(g.starts_with(e), "expected {e:?}, got {g:?}");
+        }
+    }
+
+    const SOURCE: &str = r#"source = { type = "images", path = "x" }"#;
+
+    #[test]
+    fn valid_configs() {
+        check_toml("", &[]);
+        check_toml(&format!("[pipelines.a]\n{SOURCE}\nstages = [{{ type = \"detect\", model = \"nanodet\" }}]"), &[]);
+        check_toml(
+            &format!(
+                "[pipelines.a]\n{SOURCE}\nstages = [{{ type = \"detect\", model = \"blazeface\", precision = \"fp32\", \
+                 tiling = \"none\", classes = [\"face\"] }}]\nsinks = [{{ type = \"mqtt\", skip_empty = true }}]"
+            ),
+            &[],
+        );
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_path() {
+        check_toml(
+            &format!(
+                "colour = 1\n[agent]\ndevice_id = \"a/b\"\n[mqtt]\nprefix = \"x/#\"\n\
+                 [pipelines.a]\n{SOURCE}\nstages = [{{ type = \"detect\", model = \"nanodet\", classes = [\"unicorn\"], nms_iou = 0 }}]\n\
+                 [pipelines.b]\nsource = {{ type = \"webcam\" }}\nstages = []\n\
+                 [pipelines.c]\n{SOURCE}\nstages = [{{ type = \"detect\", model = \"nanodet\", treshold = 0.5 }}]\nextra = 1\n\
+                 [pipelines.d]\nsource = {{ type = \"images\", path = \"x\", fps = -1 }}\n\
+                 stages = [{{ type = \"detect\", model = \"nanodet\", tiling = {{ grid = {{ cols = 0, rows = 1, overlap = 0.1 }} }} }}]"
+            ),
+            &[
+                "colour: unknown section",
+                "pipelines.a.stages[0].classes: model \"nanodet\" has no label \"unicorn\"",
+                "pipelines.a.stages[0].nms_iou: must be in (0, 1]",
+                "pipelines.b.source.type: unknown variant `webcam`",
+                "pipelines.b.stages: needs a list of at least one stage",
+                "pipelines.c.extra: unknown field",
+                "pipelines.c.stages[0].treshold: unknown field `treshold`",
+                "pipelines.d.source.fps: must be a positive number",
+                "pipelines.d.stages[0].tiling.grid: cols and rows from 1",
+                "agent.device_id: use only letters",
+                "mqtt.prefix: must be a non-empty topic",
+            ],
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        check_toml("[mqtt]\nport = \"high\"", &["mqtt.port: invalid type: string \"high\", expected u16"]);
+        check_toml("[agent]\nshutdown_timeout_secs = 0", &["agent.shutdown_timeout_secs: must be in (0, 600]"]);
+        check_toml("pipelines = 3", &["pipelines: must be a table"]);
     }
 }

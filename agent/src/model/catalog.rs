@@ -61,7 +61,11 @@ pub fn default_models_dir() -> PathBuf {
         PathBuf::from("/usr/share/edge-agent/models"),
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"),
     ];
-    candidates.iter().find(|p| p.join("nanodet/manifest.toml").is_file()).cloned().unwrap_or_else(|| candidates[2].clone())
+    candidates
+        .iter()
+        .find(|p| p.join("nanodet/manifest.toml").is_file())
+        .cloned()
+        .unwrap_or_else(|| candidates[2].clone())
 }
 
 impl Catalog {
@@ -75,7 +79,8 @@ impl Catalog {
             move |source| CatalogError::Io { path, source }
         };
         let mut models = BTreeMap::new();
-        let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io(dir))?.collect::<Result<_, _>>().map_err(io(dir))?;
+        let mut entries: Vec<_> =
+            std::fs::read_dir(dir).map_err(io(dir))?.collect::<Result<_, _>>().map_err(io(dir))?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let manifest_path = e.path().join("manifest.toml");

@@ -61,10 +61,10 @@ impl LoadedModel {
     /// inference on a zero input.
     pub fn load(entry: Arc<ModelEntry>, precision: Precision) -> Result<LoadedModel, EngineError> {
         let m = &entry.manifest;
-        let variant = m.variants.get(&precision).ok_or_else(|| EngineError::NoVariant {
-            name: m.name.clone(),
-            precision: precision.clone(),
-        })?;
+        let variant = m
+            .variants
+            .get(&precision)
+            .ok_or_else(|| EngineError::NoVariant { name: m.name.clone(), precision: precision.clone() })?;
         let path = entry.dir.join(&variant.file);
         if !path.is_file() {
             return Err(EngineError::Missing { path, hint: variant.make.clone() });

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing as RumqttOutgoing, Packet, QoS, Transport};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing as RumqttOutgoing, Packet, QoS, Transport,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -56,7 +58,11 @@ pub fn connect(settings: &MqttSettings, device_id: &str, topics: Topics) -> Resu
             (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
             _ => None,
         };
-        opts.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Simple { ca, alpn: None, client_auth }));
+        opts.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
     }
     let (client, eventloop) = AsyncClient::new(opts, REQUEST_QUEUE);
     let (tx, connected) = watch::channel(false);
@@ -96,9 +102,8 @@ async fn drive(
             }
             Ok(Event::Outgoing(RumqttOutgoing::Disconnect)) => {
                 // let the DISCONNECT reach the socket, then stop
-                let flush = tokio::time::timeout(Duration::from_secs(2), async {
-                    while eventloop.poll().await.is_ok() {}
-                });
+                let flush =
+                    tokio::time::timeout(Duration::from_secs(2), async { while eventloop.poll().await.is_ok() {} });
                 if flush.await.is_err() {
                     tracing::debug!("broker did not close the connection after DISCONNECT");
                 }
@@ -140,7 +145,10 @@ impl Connection {
     /// Clean stop: retained `offline`, DISCONNECT after everything queued, driver ended.
     pub async fn close(self) -> Result<(), MqttError> {
         let status = self.topics.status();
-        self.client.publish(status, QoS::AtLeastOnce, true, "offline").await.map_err(|e| MqttError::Publish(e.to_string()))?;
+        self.client
+            .publish(status, QoS::AtLeastOnce, true, "offline")
+            .await
+            .map_err(|e| MqttError::Publish(e.to_string()))?;
         self.client.disconnect().await.map_err(|e| MqttError::Publish(e.to_string()))?;
         if let Err(e) = self.driver.await {
             tracing::warn!(error = %e, "MQTT driver task failed");

@@ -96,13 +96,23 @@ pub struct StatsMessage {
 }
 
 /// One line of `edge-agent detect`: the same detection objects as on MQTT.
-pub fn detect_line(source: &str, image: &RgbImage, out: &DetectOutput) -> serde_json::Value {
-    serde_json::json!({
-        "source": source,
-        "image": ImageSize { width: image.width(), height: image.height() },
-        "model": model_ref(out),
-        "inference_ms": ms(out.inference),
-        "passes": out.passes,
-        "detections": out.detections,
-    })
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectLine {
+    pub source: String,
+    pub image: ImageSize,
+    pub model: ModelRef,
+    pub inference_ms: f64,
+    pub passes: usize,
+    pub detections: Vec<Detection>,
+}
+
+pub fn detect_line(source: &str, image: &RgbImage, out: &DetectOutput) -> DetectLine {
+    DetectLine {
+        source: source.into(),
+        image: ImageSize { width: image.width(), height: image.height() },
+        model: model_ref(out),
+        inference_ms: ms(out.inference),
+        passes: out.passes,
+        detections: out.detections.clone(),
+    }
 }

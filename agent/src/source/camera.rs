@@ -122,7 +122,12 @@ mod imp {
             }
             let buffer = self.camera.frame().map_err(|e| SourceError::Camera(e.to_string()))?;
             let image = to_rgb(&buffer)?;
-            let frame = Frame { id: self.next_id, source: self.name.clone(), captured: SystemTime::now(), image: Arc::new(image) };
+            let frame = Frame {
+                id: self.next_id,
+                source: self.name.clone(),
+                captured: SystemTime::now(),
+                image: Arc::new(image),
+            };
             self.next_id += 1;
             Ok(Some(frame))
         }

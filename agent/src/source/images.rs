@@ -49,7 +49,9 @@ fn list(pattern: &str) -> Result<Vec<PathBuf>, SourceError> {
             .map_err(|e| SourceError::Image { path: pattern.into(), message: e.to_string() })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
             })
             .collect()
     } else {

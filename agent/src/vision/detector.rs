@@ -86,11 +86,8 @@ impl Detector {
                 all.push(Candidate { bbox: clip(transform.to_source(c.bbox), frame), ..c });
             }
         }
-        let merged = if regions.len() > 1 {
-            nms::merge_passes(all, self.stage.nms_iou, self.stage.max_detections)
-        } else {
-            all
-        };
+        let merged =
+            if regions.len() > 1 { nms::merge_passes(all, self.stage.nms_iou, self.stage.max_detections) } else { all };
         let detections = merged
             .into_iter()
             .map(|c| Detection {

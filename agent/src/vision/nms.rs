@@ -91,11 +91,7 @@ mod tests {
 
     #[test]
     fn merging_drops_a_tile_fragment_inside_a_whole_frame_box() {
-        let out = merge_passes(
-            vec![c(0, 0.8, [0.0, 0.0, 100.0, 200.0]), c(0, 0.6, [0.0, 0.0, 100.0, 90.0])],
-            0.5,
-            10,
-        );
+        let out = merge_passes(vec![c(0, 0.8, [0.0, 0.0, 100.0, 200.0]), c(0, 0.6, [0.0, 0.0, 100.0, 90.0])], 0.5, 10);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].score, 0.8);
     }

@@ -62,8 +62,8 @@ pub fn letterbox(frame: &RgbImage, region: Region, spec: &InputSpec) -> (Tensor,
     let mut data = vec![0f32; 3 * w * h];
     for (x, y, px) in resized.enumerate_pixels() {
         let (ox, oy) = ((x + x0) as usize, (y + y0) as usize);
-        for c in 0..3 {
-            let v = (px.0[order[c]] as f32 - spec.mean[c]) / spec.std[c];
+        for (c, &channel) in order.iter().enumerate() {
+            let v = (px.0[channel] as f32 - spec.mean[c]) / spec.std[c];
             let at = match spec.layout {
                 Layout::Nchw => c * w * h + oy * w + ox,
                 Layout::Nhwc => (oy * w + ox) * 3 + c,
@@ -73,13 +73,8 @@ pub fn letterbox(frame: &RgbImage, region: Region, spec: &InputSpec) -> (Tensor,
     }
     let shape = crate::model::input_shape_of(spec);
     let tensor = Tensor::from_shape(&shape, &data).expect("shape matches data length");
-    let transform = Transform {
-        scale,
-        pad_x: x0 as f32,
-        pad_y: y0 as f32,
-        origin_x: region.x as f32,
-        origin_y: region.y as f32,
-    };
+    let transform =
+        Transform { scale, pad_x: x0 as f32, pad_y: y0 as f32, origin_x: region.x as f32, origin_y: region.y as f32 };
     (tensor, transform)
 }
 
@@ -89,15 +84,7 @@ mod tests {
     use crate::model::{ColorOrder, Layout};
 
     fn spec(layout: Layout, color: ColorOrder) -> InputSpec {
-        InputSpec {
-            name: "input".into(),
-            layout,
-            width: 8,
-            height: 8,
-            color,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-        }
+        InputSpec { name: "input".into(), layout, width: 8, height: 8, color, mean: [0.0; 3], std: [1.0; 3] }
     }
 
     #[test]

@@ -29,11 +29,7 @@ pub fn decode(
             let ay = ((cell / grid as usize) as f32 + 0.5) / grid as f32 * ih as f32;
             let r = boxes.row(i);
             let (cx, cy, w, h) = (ax + r[0], ay + r[1], r[2], r[3]);
-            out.push(Candidate {
-                class_id: 0,
-                score,
-                bbox: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
-            });
+            out.push(Candidate { class_id: 0, score, bbox: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0] });
         }
     }
     Ok(out)
