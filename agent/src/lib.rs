@@ -13,3 +13,4 @@ pub mod pipeline;
 pub mod source;
 pub mod stats;
 pub mod vision;
+pub mod outbox;

@@ -10,7 +10,7 @@ pub use client::{Connection, MqttError, SharedConnection, connect};
 pub use topics::Topics;
 
 /// One message ready to publish.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     pub topic: String,
     pub payload: Vec<u8>,

@@ -1,0 +1,171 @@
+//! The disk outbox: results that could not be handed to the broker wait here, in order, in
+//! checksummed segment files under `<state_dir>/outbox/`, until they can be replayed.
+//!
+//! * A record is `0xEA | len: u32 | crc32: u32 | body`, the body `retain: u8 | topic_len: u16 |
+//!   topic | payload` (little endian).
+//! * Records are appended to the newest segment; a segment is closed at `segment_bytes`.
+//! * The total is capped at `max_bytes`: when a push would exceed it, the **oldest** segment is
+//!   deleted and its messages are counted in `dropped`.
+//! * Replay takes the oldest segment whole; it is deleted only when the caller confirms
+//!   (`ack`), so a crash in between replays it again (at-least-once; consumers dedupe by the
+//!   per-pipeline `seq`).
+//! * A segment with a bad record is renamed `*.corrupt` (quarantined): the records before the
+//!   damage are still replayed, the rest is counted in `quarantined`.
+
+mod segment;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use crate::mqtt::Outgoing;
+use segment::{Segment, decode_all};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("message too large for the outbox ({0} bytes)")]
+    TooLarge(usize),
+}
+
+/// Counters a health report shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OutboxStats {
+    /// Messages waiting on disk.
+    pub messages: u64,
+    pub bytes: u64,
+    /// Messages deleted because the cap was reached (oldest first).
+    pub dropped: u64,
+    /// Messages lost to corrupt segments.
+    pub quarantined: u64,
+}
+
+pub struct Outbox {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_bytes: u64,
+    /// Oldest first; the last one is open for appending.
+    segments: VecDeque<Segment>,
+    next_id: u64,
+    /// The segment handed out by `take_oldest` and not yet acked.
+    taken: Option<u64>,
+    dropped: u64,
+    quarantined: u64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
+    move |source| OutboxError::Io { path: path.to_path_buf(), source }
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox in `dir`, picking up segments a previous run left.
+    pub fn open(dir: &Path, max_bytes: u64, segment_bytes: u64) -> Result<Outbox, OutboxError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut ids: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        let mut segments = VecDeque::new();
+        for id in &ids {
+            segments.push_back(Segment::scan(dir, *id)?);
+        }
+        let next_id = ids.last().map_or(0, |i| i + 1);
+        Ok(Outbox {
+            dir: dir.to_path_buf(),
+            max_bytes: max_bytes.max(segment_bytes),
+            segment_bytes,
+            segments,
+            next_id,
+            taken: None,
+            dropped: 0,
+            quarantined: 0,
+        })
+    }
+
+    pub fn stats(&self) -> OutboxStats {
+        OutboxStats {
+            messages: self.segments.iter().map(|s| s.count).sum(),
+            bytes: self.segments.iter().map(|s| s.bytes).sum(),
+            dropped: self.dropped,
+            quarantined: self.quarantined,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.iter().all(|s| s.count == 0)
+    }
+
+    /// Appends a message, making room by deleting the oldest segments when over the cap.
+    pub fn push(&mut self, msg: &Outgoing) -> Result<(), OutboxError> {
+        let record = segment::encode(msg);
+        let len = record.len() as u64;
+        if len > self.segment_bytes {
+            return Err(OutboxError::TooLarge(record.len()));
+        }
+        let head_full = self.segments.back().is_none_or(|s| s.bytes + len > self.segment_bytes || Some(s.id) == self.taken);
+        if head_full {
+            self.segments.push_back(Segment::create(&self.dir, self.next_id)?);
+            self.next_id += 1;
+        }
+        while self.stats().bytes + len > self.max_bytes && self.segments.len() > 1 {
+            let Some(oldest) = self.segments.pop_front() else { break };
+            if Some(oldest.id) == self.taken {
+                self.taken = None;
+            }
+            self.dropped += oldest.count;
+            tracing::warn!(messages = oldest.count, "outbox full: dropped its oldest segment");
+            oldest.delete()?;
+        }
+        let head = self.segments.back_mut().expect("a head segment exists");
+        head.append(&record)
+    }
+
+    /// The oldest segment's messages, to replay; `None` when empty. The same segment is
+    /// returned until it is acked.
+    pub fn take_oldest(&mut self) -> Result<Option<(u64, Vec<Outgoing>)>, OutboxError> {
+        loop {
+            let Some(seg) = self.segments.front() else { return Ok(None) };
+            if seg.count == 0 {
+                if self.segments.len() == 1 {
+                    return Ok(None); // the empty head stays open for appending
+                }
+                let seg = self.segments.pop_front().expect("front exists");
+                seg.delete()?;
+                continue;
+            }
+            let id = seg.id;
+            let (messages, clean) = decode_all(&seg.read()?);
+            if clean {
+                self.taken = Some(id);
+                return Ok(Some((id, messages)));
+            }
+            // Damaged: keep the file aside as *.corrupt, replay what was readable before the
+            // damage (from memory; acking it is then a no-op), count the rest.
+            let mut seg = self.segments.pop_front().expect("front exists");
+            let lost = seg.count.saturating_sub(messages.len() as u64);
+            self.quarantined += lost;
+            tracing::warn!(segment = id, kept = messages.len(), lost, "corrupt outbox segment quarantined");
+            seg.quarantine()?;
+            if !messages.is_empty() {
+                return Ok(Some((id, messages)));
+            }
+        }
+    }
+
+    /// The segment `id` was fully handed on: delete it.
+    pub fn ack(&mut self, id: u64) -> Result<(), OutboxError> {
+        if let Some(pos) = self.segments.iter().position(|s| s.id == id) {
+            let seg = self.segments.remove(pos).expect("position is valid");
+            seg.delete()?;
+        }
+        if self.taken == Some(id) {
+            self.taken = None;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
