@@ -10,23 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::known::{PHOTOS, check_faces, check_objects, photo_of};
-use common::{Message, agent, collect_until, root, run_with_timeout, subscribe};
-
-fn config(port: u16, device: &str, pipelines: &[(&str, &str, &str)], source_extra: &str) -> String {
-    let images = root().join("tests/fixtures/images");
-    let mut s = format!(
-        "[agent]\ndevice_id = \"{device}\"\nstats_interval_secs = 0.5\nshutdown_timeout_secs = 15\n\n\
-         [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nmax_backoff_secs = 1\n\n"
-    );
-    for (name, model, precision) in pipelines {
-        s += &format!(
-            "[pipelines.{name}]\nsource = {{ type = \"images\", path = \"{}\"{source_extra} }}\n\
-             stages = [{{ type = \"detect\", model = \"{model}\", precision = \"{precision}\" }}]\n\n",
-            images.display()
-        );
-    }
-    s
-}
+use common::{Message, agent, collect_until, config, run_with_timeout, subscribe};
 
 /// Runs the agent on `config` to completion while collecting everything it publishes.
 fn run_agent(port: u16, device: &str, config: &str) -> Vec<Message> {

@@ -94,10 +94,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let pipelines = tokio::task::spawn_blocking(move || crate::pipeline::build_all(&build_config, &catalog))
         .await?
         .map_err(|errors| anyhow!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
+    let outbox_dir = config.agent.state_dir.join("outbox");
+    let outbox = crate::outbox::Outbox::open(&outbox_dir, config.outbox.max_mb << 20, config.outbox.segment_kb << 10)
+        .with_context(|| format!("opening the outbox in {} (agent.state_dir)", outbox_dir.display()))?;
+    if !outbox.is_empty() {
+        tracing::info!(messages = outbox.stats().messages, "results from an earlier run wait in the outbox");
+    }
     let conn = Arc::new(crate::mqtt::connect(&config.mqtt, &device, topics.clone())?);
 
     let cancel = CancellationToken::new();
-    let (results_tx, mut results_rx) = mpsc::channel::<Outgoing>(RESULTS_CHANNEL);
+    let (results_tx, results_rx) = mpsc::channel::<Outgoing>(RESULTS_CHANNEL);
     let publish = Publish { device: device.clone(), topics: topics.clone(), results: results_tx.clone() };
     let mut running = Vec::new();
     for p in pipelines {
@@ -107,18 +113,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     drop(publish);
     tracing::info!(pipelines = running.len(), device = %device, "agent running");
 
-    let publisher_conn = conn.clone();
-    let publisher = tokio::spawn(async move {
-        while let Some(msg) = results_rx.recv().await {
-            if let Err(e) = publisher_conn.publish(msg).await {
-                tracing::error!(error = %e, "publishing failed");
-            }
-        }
-    });
+    let deadline = Duration::from_secs_f64(config.agent.shutdown_timeout_secs);
+    let publisher = crate::publisher::Publisher::new(conn.clone(), outbox);
+    let outbox_stats = publisher.stats_handle();
+    // the backlog may use up to half of the stop deadline; the rest is for draining pipelines
+    let publisher = tokio::spawn(publisher.run(results_rx, deadline / 2));
     let stats: BTreeMap<String, Arc<PipelineStats>> =
         running.iter().map(|r| (r.name.clone(), r.stats.clone())).collect();
     let stats_task = tokio::spawn(publish_stats(
         stats.clone(),
+        outbox_stats,
         device.clone(),
         topics.stats(),
         results_tx.clone(),
@@ -134,7 +138,6 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         _ = shutdown => { tracing::info!("stopping"); None }
     };
     cancel.cancel();
-    let deadline = Duration::from_secs_f64(config.agent.shutdown_timeout_secs);
     let started = Instant::now();
     let drained = tokio::time::timeout(deadline, async {
         let results = match outcome {
@@ -167,6 +170,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 /// Publishes the retained stats every `every`, and once more when cancelled.
 async fn publish_stats(
     stats: BTreeMap<String, Arc<PipelineStats>>,
+    outbox: Arc<std::sync::Mutex<crate::outbox::OutboxStats>>,
     device: String,
     topic: String,
     results: mpsc::Sender<Outgoing>,
@@ -184,6 +188,7 @@ async fn publish_stats(
             device: device.clone(),
             uptime_secs: started.elapsed().as_secs(),
             pipelines: stats.iter().map(|(k, v)| (k.clone(), v.snapshot())).collect(),
+            outbox: *outbox.lock().unwrap_or_else(|p| p.into_inner()),
         };
         let payload = serde_json::to_vec(&msg).unwrap_or_default();
         if results.send(Outgoing { topic: topic.clone(), payload, retain: true }).await.is_err() || last {

@@ -53,11 +53,12 @@ pub fn config(port: u16, models_dir: PathBuf, samples: &Path) -> Config {
         agent: AgentSettings {
             device_id: "demo".into(),
             models_dir: Some(models_dir),
-            state_dir: std::env::temp_dir().join("edge-agent-demo"),
+            state_dir: std::env::temp_dir().join(format!("edge-agent-demo-{}", std::process::id())),
             shutdown_timeout_secs: 20.0,
             stats_interval_secs: 1.0,
         },
         mqtt: MqttSettings { port, ..Default::default() },
+        outbox: Default::default(),
         pipelines: BTreeMap::from([("objects".into(), pipeline("nanodet")), ("faces".into(), pipeline("blazeface"))]),
     }
 }
@@ -108,7 +109,13 @@ pub async fn run(models_dir: Option<&Path>) -> Result<ExitCode> {
         }
     });
     tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await.context("subscribing to the demo broker")??;
-    crate::app::serve(config(port, models_dir, &samples), crate::app::shutdown_signal()).await?;
+    let config = config(port, models_dir, &samples);
+    let state_dir = config.agent.state_dir.clone();
+    let served = crate::app::serve(config, crate::app::shutdown_signal()).await;
+    if let Err(e) = std::fs::remove_dir_all(&state_dir) {
+        tracing::debug!(error = %e, "demo state folder not removed");
+    }
+    served?;
     let count =
         tokio::time::timeout(Duration::from_secs(10), printer).await.context("waiting for the last messages")??;
     eprintln!("demo: done, {count} messages received");

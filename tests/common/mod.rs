@@ -187,3 +187,24 @@ pub fn detections(v: &serde_json::Value) -> Vec<(String, f64, Vec<f64>)> {
         })
         .collect()
 }
+
+/// An agent config: one images pipeline per `(name, model, precision)` over the fixture
+/// photos (`source_extra` adds source keys), a fresh state folder, and the broker on `port`.
+pub fn config(port: u16, device: &str, pipelines: &[(&str, &str, &str)], source_extra: &str) -> String {
+    let images = root().join("tests/fixtures/images");
+    let state = std::env::temp_dir().join(format!("edge-agent-test-{device}-{}", std::process::id()));
+    let mut s = format!(
+        "[agent]\ndevice_id = \"{device}\"\nstats_interval_secs = 0.5\nshutdown_timeout_secs = 15\n\
+         state_dir = \"{}\"\n\n\
+         [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nmax_backoff_secs = 1\n\n",
+        state.display()
+    );
+    for (name, model, precision) in pipelines {
+        s += &format!(
+            "[pipelines.{name}]\nsource = {{ type = \"images\", path = \"{}\"{source_extra} }}\n\
+             stages = [{{ type = \"detect\", model = \"{model}\", precision = \"{precision}\" }}]\n\n",
+            images.display()
+        );
+    }
+    s
+}

@@ -14,7 +14,25 @@ pub struct Config {
     #[serde(default)]
     pub mqtt: MqttSettings,
     #[serde(default)]
+    pub outbox: OutboxSettings,
+    #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineConfig>,
+}
+
+/// The disk buffer for results the broker cannot take (under `<state_dir>/outbox`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxSettings {
+    /// Cap of the whole outbox; when reached the oldest segment is dropped (and counted).
+    pub max_mb: u64,
+    /// Size of one segment file.
+    pub segment_kb: u64,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        OutboxSettings { max_mb: 64, segment_kb: 1024 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

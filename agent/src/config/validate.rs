@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{AgentSettings, Config, Issue, MqttSettings, PipelineConfig, StageConfig, Tiling};
 use crate::model::Catalog;
 
-const TOP_LEVEL: &[&str] = &["agent", "mqtt", "pipelines"];
+const TOP_LEVEL: &[&str] = &["agent", "mqtt", "outbox", "pipelines"];
 
 /// Deserializes and checks `raw`; either a valid config or every issue found.
 pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
@@ -21,6 +21,12 @@ pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
     }
     let agent: Option<AgentSettings> = part(&mut top, "agent", &mut issues);
     let mqtt: Option<MqttSettings> = part(&mut top, "mqtt", &mut issues);
+    let outbox: Option<super::OutboxSettings> = part(&mut top, "outbox", &mut issues);
+    if let Some(o) = &outbox
+        && (o.segment_kb < 16 || o.segment_kb * 1024 > o.max_mb * 1024 * 1024 || o.max_mb > 1 << 20)
+    {
+        issues.push(issue("outbox", "segment_kb at least 16 and at most max_mb (max_mb up to 1 TiB)"));
+    }
     let mut pipelines = std::collections::BTreeMap::new();
     match top.remove("pipelines") {
         None => {}
@@ -44,8 +50,8 @@ pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
     if let Some(m) = &mqtt {
         check_mqtt(m, &mut issues);
     }
-    match (agent, mqtt, issues.is_empty()) {
-        (Some(agent), Some(mqtt), true) => Ok(Config { agent, mqtt, pipelines }),
+    match (agent, mqtt, outbox, issues.is_empty()) {
+        (Some(agent), Some(mqtt), Some(outbox), true) => Ok(Config { agent, mqtt, outbox, pipelines }),
         _ => Err(issues),
     }
 }

@@ -142,8 +142,21 @@ impl Connection {
             .map_err(|e| MqttError::Publish(e.to_string()))
     }
 
+    /// Hands a message (QoS 1) to the client without waiting; fails when its queue is full.
+    pub fn try_publish(&self, msg: &Outgoing) -> Result<(), MqttError> {
+        self.client
+            .try_publish(msg.topic.clone(), QoS::AtLeastOnce, msg.retain, msg.payload.clone())
+            .map_err(|e| MqttError::Publish(e.to_string()))
+    }
+
     /// Clean stop: retained `offline`, DISCONNECT after everything queued, driver ended.
+    /// When the broker is unreachable there is nobody to tell: the driver is stopped and the
+    /// broker publishes the last will (`offline`) once it notices.
     pub async fn close(self) -> Result<(), MqttError> {
+        if !*self.connected.borrow() {
+            self.driver.abort();
+            return Ok(());
+        }
         let status = self.topics.status();
         self.client
             .publish(status, QoS::AtLeastOnce, true, "offline")

@@ -93,6 +93,7 @@ pub struct StatsMessage {
     pub device: String,
     pub uptime_secs: u64,
     pub pipelines: BTreeMap<String, StatsSnapshot>,
+    pub outbox: crate::outbox::OutboxStats,
 }
 
 /// One line of `edge-agent detect`: the same detection objects as on MQTT.

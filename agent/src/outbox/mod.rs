@@ -104,7 +104,8 @@ impl Outbox {
         if len > self.segment_bytes {
             return Err(OutboxError::TooLarge(record.len()));
         }
-        let head_full = self.segments.back().is_none_or(|s| s.bytes + len > self.segment_bytes || Some(s.id) == self.taken);
+        let head_full =
+            self.segments.back().is_none_or(|s| s.bytes + len > self.segment_bytes || Some(s.id) == self.taken);
         if head_full {
             self.segments.push_back(Segment::create(&self.dir, self.next_id)?);
             self.next_id += 1;

@@ -1,0 +1,152 @@
+//! The publisher task: moves results from the pipelines to the broker, through the disk
+//! outbox whenever the broker cannot take them.
+//!
+//! Policy, in order:
+//! 1. A live result is handed to the MQTT client at once when the broker is connected and the
+//!    client's queue has room; otherwise it is appended to the outbox. Nothing is dropped here
+//!    (retained state messages, the stats, are not buffered: the next one replaces them).
+//! 2. While connected, the backlog is replayed oldest first, one message at a time, only when
+//!    no live result is waiting: live results keep flowing and the backlog fills the gaps.
+//!    Consumers restore order with the per-pipeline `seq`.
+//! 3. When the pipelines are done, the backlog is still replayed while connected, for at most
+//!    `drain_for`; what remains stays on disk for the next start.
+//!
+//! Results handed to the client are retransmitted by it after a reconnect. Only those it holds
+//! when the agent stops while the broker is unreachable are lost (at most its queue, 256).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::mqtt::{Connection, Outgoing};
+use crate::outbox::{Outbox, OutboxStats};
+
+/// How long to wait before trying again when the client's queue is full.
+const BACKOFF: Duration = Duration::from_millis(50);
+
+/// A segment being replayed: its id, its messages, the next one to send.
+struct Replay {
+    id: u64,
+    messages: Vec<Outgoing>,
+    next: usize,
+}
+
+pub struct Publisher {
+    conn: Arc<Connection>,
+    outbox: Outbox,
+    replay: Option<Replay>,
+    /// Shared with the health report.
+    stats: Arc<std::sync::Mutex<OutboxStats>>,
+}
+
+impl Publisher {
+    pub fn new(conn: Arc<Connection>, outbox: Outbox) -> Publisher {
+        let stats = Arc::new(std::sync::Mutex::new(outbox.stats()));
+        Publisher { conn, outbox, replay: None, stats }
+    }
+
+    /// The outbox counters, updated as the publisher works.
+    pub fn stats_handle(&self) -> Arc<std::sync::Mutex<OutboxStats>> {
+        self.stats.clone()
+    }
+
+    fn update_stats(&self) {
+        // a plain mutex: held only to copy a small struct, never across an await
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = self.outbox.stats();
+    }
+
+    fn spill(&mut self, msg: &Outgoing) {
+        if let Err(e) = self.outbox.push(msg) {
+            tracing::error!(error = %e, topic = %msg.topic, "cannot write to the outbox; result lost");
+        }
+        self.update_stats();
+    }
+
+    fn has_backlog(&self) -> bool {
+        self.replay.is_some() || !self.outbox.is_empty()
+    }
+
+    /// Hands one backlog message to the client. Returns false when it could not (queue full,
+    /// or a disk error), so the caller waits before trying again.
+    fn replay_one(&mut self) -> bool {
+        if self.replay.is_none() {
+            match self.outbox.take_oldest() {
+                Ok(Some((id, messages))) => self.replay = Some(Replay { id, messages, next: 0 }),
+                Ok(None) => return true,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                    return false;
+                }
+            }
+        }
+        let Some(r) = &mut self.replay else { return true };
+        if r.next < r.messages.len() {
+            if self.conn.try_publish(&r.messages[r.next]).is_err() {
+                return false;
+            }
+            r.next += 1;
+        }
+        if r.next >= r.messages.len() {
+            let id = r.id;
+            self.replay = None;
+            if let Err(e) = self.outbox.ack(id) {
+                tracing::error!(error = %e, "cannot delete a replayed outbox segment");
+            }
+            self.update_stats();
+        }
+        true
+    }
+
+    /// Runs until `results` closes and the backlog is replayed (or `drain_for` passes).
+    pub async fn run(mut self, mut results: mpsc::Receiver<Outgoing>, drain_for: Duration) {
+        let mut connected = self.conn.connected();
+        let mut open = true;
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            let up = *connected.borrow_and_update();
+            if !open {
+                let past = drain_deadline.is_some_and(|d| Instant::now() >= d);
+                if !self.has_backlog() || past {
+                    break;
+                }
+            }
+            let replaying = up && self.has_backlog();
+            tokio::select! {
+                biased;
+                msg = results.recv(), if open => match msg {
+                    Some(msg) => {
+                        let sent = up && self.conn.try_publish(&msg).is_ok();
+                        // retained messages are state (stats), not results: only the newest
+                        // matters and the next one replaces it, so they are not buffered
+                        if !sent && !msg.retain {
+                            self.spill(&msg);
+                        }
+                    }
+                    None => {
+                        open = false;
+                        drain_deadline = Some(Instant::now() + drain_for);
+                    }
+                },
+                _ = std::future::ready(()), if replaying => {
+                    if !self.replay_one() {
+                        tokio::time::sleep(BACKOFF).await;
+                    }
+                }
+                changed = connected.changed() => {
+                    if changed.is_err() {
+                        break; // the connection's driver is gone
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(200)), if !open => {}
+            }
+        }
+        if self.has_backlog() {
+            tracing::warn!(
+                messages = self.outbox.stats().messages,
+                "stopping with results in the outbox; they are sent after the next start"
+            );
+        }
+        self.update_stats();
+    }
+}
