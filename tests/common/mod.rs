@@ -58,14 +58,82 @@ pub fn mosquitto_path() -> Option<PathBuf> {
 
 /// Debian's mosquitto on a free loopback port, or None when it is not installed.
 pub fn mosquitto() -> Option<Broker> {
-    let bin = mosquitto_path()?;
-    let port = edge_agent::broker::free_port().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
-    let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_port(port);
-    Some(Broker { port, child: Some(child), _dir: Some(dir) })
+    Mosquitto::start_with(None).map(Mosquitto::into_broker)
+}
+
+/// A mosquitto that tests can kill and start again on the same port, with persistence (saved
+/// every second) so that durable subscriptions survive a `kill -9`, and optional extra config
+/// lines (TLS listener, password file, ACL).
+pub struct Mosquitto {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    extra: String,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn start_with(extra: Option<&str>) -> Option<Mosquitto> {
+        mosquitto_path()?;
+        let mut m = Mosquitto {
+            port: edge_agent::broker::free_port().unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.unwrap_or("allow_anonymous true").to_string(),
+            child: None,
+        };
+        m.start();
+        Some(m)
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\npersistence true\npersistence_location {}/\nautosave_interval 1\n{}\n",
+                self.port,
+                self.dir.path().display(),
+                self.extra
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
+        let child = Command::new(mosquitto_path().unwrap())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_port(self.port);
+    }
+
+    /// SIGKILL: no clean shutdown, no last words.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    fn into_broker(mut self) -> Broker {
+        Broker {
+            port: self.port,
+            child: self.child.take(),
+            _dir: Some(std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())),
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }
 
 pub fn wait_port(port: u16) {
@@ -96,14 +164,32 @@ impl Message {
 pub fn subscribe(port: u16, client_id: &str, filter: &str) -> mpsc::Receiver<Message> {
     let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
     opts.set_max_packet_size(4 << 20, 4 << 20);
+    subscribe_with(opts, filter)
+}
+
+/// A durable subscriber: a persistent session (clean_session off) at QoS 1, so the broker
+/// queues what arrives while it is away, and it resubscribes after every reconnect.
+pub fn subscribe_durable(port: u16, client_id: &str, filter: &str) -> mpsc::Receiver<Message> {
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_max_packet_size(4 << 20, 4 << 20);
+    opts.set_clean_session(false);
+    subscribe_with(opts, filter)
+}
+
+pub fn subscribe_with(opts: MqttOptions, filter: &str) -> mpsc::Receiver<Message> {
+    let filter = filter.to_string();
     let (client, mut conn) = Client::new(opts, 64);
-    client.subscribe(filter, QoS::AtLeastOnce).unwrap();
     let (tx, rx) = mpsc::channel();
     let (ack_tx, ack_rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _client = client; // keep the client (and so the connection) alive
         for event in conn.iter() {
             match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    if _client.try_subscribe(filter.clone(), QoS::AtLeastOnce).is_err() {
+                        return;
+                    }
+                }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     ack_tx.send(()).ok();
                 }

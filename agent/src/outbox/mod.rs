@@ -38,6 +38,10 @@ pub struct OutboxStats {
     pub dropped: u64,
     /// Messages lost to corrupt segments.
     pub quarantined: u64,
+    /// Messages written since start.
+    pub spilled: u64,
+    /// Messages handed back for replay since start.
+    pub replayed: u64,
 }
 
 pub struct Outbox {
@@ -51,6 +55,8 @@ pub struct Outbox {
     taken: Option<u64>,
     dropped: u64,
     quarantined: u64,
+    spilled: u64,
+    replayed: u64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
@@ -81,6 +87,8 @@ impl Outbox {
             taken: None,
             dropped: 0,
             quarantined: 0,
+            spilled: 0,
+            replayed: 0,
         })
     }
 
@@ -90,6 +98,8 @@ impl Outbox {
             bytes: self.segments.iter().map(|s| s.bytes).sum(),
             dropped: self.dropped,
             quarantined: self.quarantined,
+            spilled: self.spilled,
+            replayed: self.replayed,
         }
     }
 
@@ -120,7 +130,9 @@ impl Outbox {
             oldest.delete()?;
         }
         let head = self.segments.back_mut().expect("a head segment exists");
-        head.append(&record)
+        head.append(&record)?;
+        self.spilled += 1;
+        Ok(())
     }
 
     /// The oldest segment's messages, to replay; `None` when empty. The same segment is
@@ -139,6 +151,9 @@ impl Outbox {
             let id = seg.id;
             let (messages, clean) = decode_all(&seg.read()?);
             if clean {
+                if self.taken != Some(id) {
+                    self.replayed += messages.len() as u64;
+                }
                 self.taken = Some(id);
                 return Ok(Some((id, messages)));
             }
