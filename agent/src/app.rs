@@ -6,12 +6,11 @@
 //! channel closes and the publisher drains it into MQTT; the client says `offline` and
 //! disconnects. All of it is bounded by `agent.shutdown_timeout_secs`.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use tokio::sync::mpsc;
@@ -19,10 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::model::{Catalog, default_models_dir};
-use crate::mqtt::payload::{STATS_SCHEMA, StatsMessage, timestamp};
 use crate::mqtt::{Outgoing, Topics};
 use crate::pipeline::{Publish, Running};
-use crate::stats::PipelineStats;
 
 /// Messages queued between the pipelines and the MQTT publisher.
 const RESULTS_CHANNEL: usize = 64;
@@ -118,12 +115,20 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let outbox_stats = publisher.stats_handle();
     // the backlog may use up to half of the stop deadline; the rest is for draining pipelines
     let publisher = tokio::spawn(publisher.run(results_rx, deadline / 2));
-    let stats: BTreeMap<String, Arc<PipelineStats>> =
-        running.iter().map(|r| (r.name.clone(), r.stats.clone())).collect();
+    let health = Arc::new(crate::health::Health {
+        device: device.clone(),
+        started: Instant::now(),
+        pipelines: running.iter().map(|r| (r.name.clone(), r.stats.clone())).collect(),
+        outbox: outbox_stats,
+        connected: conn.connected(),
+    });
+    if let Some(addr) = config.agent.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics on {addr}"))?;
+        tracing::info!(%addr, "serving /metrics");
+        tokio::spawn(crate::metrics::serve(listener, health.clone(), cancel.clone()));
+    }
     let stats_task = tokio::spawn(publish_stats(
-        stats.clone(),
-        outbox_stats,
-        device.clone(),
+        health.clone(),
         topics.stats(),
         results_tx.clone(),
         Duration::from_secs_f64(config.agent.stats_interval_secs),
@@ -156,7 +161,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Err(_) => return Err(anyhow!("shutdown did not finish within {deadline:?}; exiting anyway")),
     };
     tracing::info!(ms = started.elapsed().as_millis() as u64, "stopped");
-    for (name, s) in &stats {
+    for (name, s) in &health.pipelines {
         tracing::info!(pipeline = %name, stats = ?s.snapshot(), "final");
     }
     let failures: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| e.to_string()).collect();
@@ -169,28 +174,17 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 
 /// Publishes the retained stats every `every`, and once more when cancelled.
 async fn publish_stats(
-    stats: BTreeMap<String, Arc<PipelineStats>>,
-    outbox: Arc<std::sync::Mutex<crate::outbox::OutboxStats>>,
-    device: String,
+    health: Arc<crate::health::Health>,
     topic: String,
     results: mpsc::Sender<Outgoing>,
     every: Duration,
     cancel: CancellationToken,
 ) {
-    let started = Instant::now();
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         let last = tokio::select! { _ = tick.tick() => false, _ = cancel.cancelled() => true };
-        let msg = StatsMessage {
-            schema: STATS_SCHEMA,
-            timestamp: timestamp(SystemTime::now()),
-            device: device.clone(),
-            uptime_secs: started.elapsed().as_secs(),
-            pipelines: stats.iter().map(|(k, v)| (k.clone(), v.snapshot())).collect(),
-            outbox: *outbox.lock().unwrap_or_else(|p| p.into_inner()),
-        };
-        let payload = serde_json::to_vec(&msg).unwrap_or_default();
+        let payload = serde_json::to_vec(&health.message()).unwrap_or_default();
         if results.send(Outgoing { topic: topic.clone(), payload, retain: true }).await.is_err() || last {
             return;
         }

@@ -56,6 +56,7 @@ pub fn config(port: u16, models_dir: PathBuf, samples: &Path) -> Config {
             state_dir: std::env::temp_dir().join(format!("edge-agent-demo-{}", std::process::id())),
             shutdown_timeout_secs: 20.0,
             stats_interval_secs: 1.0,
+            metrics_listen: None,
         },
         mqtt: MqttSettings { port, ..Default::default() },
         outbox: Default::default(),

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -19,6 +19,8 @@ pub struct PipelineStats {
     pub frames_done: AtomicU64,
     pub results: AtomicU64,
     pub errors: AtomicU64,
+    /// Whether the source is open and delivering (false while a camera is being reopened).
+    pub source_up: AtomicBool,
     /// Frames the capture link dropped to keep the latest.
     pub dropped: Arc<AtomicU64>,
     latencies_ms: Mutex<VecDeque<f32>>,
@@ -27,6 +29,7 @@ pub struct PipelineStats {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StatsSnapshot {
+    pub source_up: bool,
     pub frames_in: u64,
     pub frames_done: u64,
     pub results: u64,
@@ -44,6 +47,7 @@ impl PipelineStats {
             frames_done: AtomicU64::new(0),
             results: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            source_up: AtomicBool::new(false),
             dropped,
             latencies_ms: Mutex::new(VecDeque::with_capacity(WINDOW)),
             started: Instant::now(),
@@ -68,6 +72,7 @@ impl PipelineStats {
         let done = self.frames_done.load(Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         StatsSnapshot {
+            source_up: self.source_up.load(Ordering::Relaxed),
             frames_in: self.frames_in.load(Ordering::Relaxed),
             frames_done: done,
             results: self.results.load(Ordering::Relaxed),

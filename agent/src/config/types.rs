@@ -48,6 +48,8 @@ pub struct AgentSettings {
     pub shutdown_timeout_secs: f64,
     /// How often per-pipeline statistics are published, in seconds.
     pub stats_interval_secs: f64,
+    /// Serve Prometheus metrics on this address (e.g. `127.0.0.1:9898`); off when unset.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for AgentSettings {
@@ -58,6 +60,7 @@ impl Default for AgentSettings {
             state_dir: PathBuf::from("/var/lib/edge-agent"),
             shutdown_timeout_secs: 20.0,
             stats_interval_secs: 30.0,
+            metrics_listen: None,
         }
     }
 }

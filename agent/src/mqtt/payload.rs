@@ -92,6 +92,9 @@ pub struct StatsMessage {
     pub timestamp: String,
     pub device: String,
     pub uptime_secs: u64,
+    pub broker_connected: bool,
+    pub rss_bytes: Option<u64>,
+    pub cpu_temp_c: Option<f64>,
     pub pipelines: BTreeMap<String, StatsSnapshot>,
     pub outbox: crate::outbox::OutboxStats,
 }

@@ -13,6 +13,7 @@ mod stage;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub use stage::Stage;
 
 use crate::config::{Config, SinkConfig};
-use crate::link::{Policy, link};
+use crate::link::{LinkSender, Policy, link};
 use crate::model::{Catalog, ModelPool};
 use crate::mqtt::{Outgoing, Topics};
 use crate::source::{SourceError, SourceSpec};
@@ -103,25 +104,10 @@ impl Pipeline {
         let stats = Arc::new(PipelineStats::new(dropped));
         let src_stats = stats.clone();
         let src_name = name.clone();
-        let source_thread = std::thread::Builder::new().name(thread_name("src", &name)).spawn(move || {
-            let fail = |source| PipelineError::Source { pipeline: src_name.clone(), source };
-            let mut source = source.open().map_err(fail)?;
-            loop {
-                match source.next_frame(&cancel) {
-                    Ok(Some(frame)) => {
-                        src_stats.frames_in.fetch_add(1, Ordering::Relaxed);
-                        if tx.send(frame).is_err() {
-                            return Ok(());
-                        }
-                    }
-                    Ok(None) => return Ok(()),
-                    Err(e) => {
-                        src_stats.errors.fetch_add(1, Ordering::Relaxed);
-                        return Err(fail(e));
-                    }
-                }
-            }
-        })?;
+        // the capture thread owns the cancellation token: shutdown reaches sources only
+        let source_thread = std::thread::Builder::new()
+            .name(thread_name("src", &name))
+            .spawn(move || run_source(&src_name, &source, &cancel, &tx, &src_stats))?;
         let inf_stats = stats.clone();
         let inf_name = name.clone();
         let infer_thread = std::thread::Builder::new().name(thread_name("infer", &name)).spawn(move || {
@@ -152,6 +138,70 @@ impl Pipeline {
         })?;
         Ok(Running { name, stats, source: source_thread, infer: infer_thread })
     }
+}
+
+/// Longest wait between attempts to reopen a failed live source.
+const MAX_REOPEN_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The source thread: opens the source, forwards its frames (numbered here, so ids keep
+/// counting across reopenings) until it ends or `cancel` fires. A failing live source is
+/// reopened with exponential backoff and reported down in the stats meanwhile; a failing batch
+/// source ends the pipeline with its error.
+fn run_source(
+    pipeline: &str,
+    spec: &SourceSpec,
+    cancel: &CancellationToken,
+    tx: &LinkSender<crate::source::Frame>,
+    stats: &PipelineStats,
+) -> Result<(), PipelineError> {
+    let fail = |source| PipelineError::Source { pipeline: pipeline.to_string(), source };
+    let mut backoff = Duration::from_millis(500);
+    let mut next_id = 0u64;
+    let mut source = None;
+    while !cancel.is_cancelled() {
+        let current = match &mut source {
+            Some(s) => s,
+            None => match spec.open() {
+                Ok(s) => {
+                    stats.source_up.store(true, Ordering::Relaxed);
+                    source.insert(s)
+                }
+                Err(e) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    stats.source_up.store(false, Ordering::Relaxed);
+                    if !spec.live {
+                        return Err(fail(e));
+                    }
+                    tracing::warn!(%pipeline, error = %e, retry_in_ms = backoff.as_millis() as u64, "source unavailable");
+                    crate::source::sleep_until(Instant::now() + backoff, cancel);
+                    backoff = (backoff * 2).min(MAX_REOPEN_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        match current.next_frame(cancel) {
+            Ok(Some(mut frame)) => {
+                backoff = Duration::from_millis(500);
+                frame.id = next_id;
+                next_id += 1;
+                stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                if tx.send(frame).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                stats.source_up.store(false, Ordering::Relaxed);
+                if !spec.live {
+                    return Err(fail(e));
+                }
+                tracing::warn!(%pipeline, error = %e, "source failed; reopening");
+                source = None;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Linux limits thread names to 15 bytes.

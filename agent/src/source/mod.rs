@@ -49,7 +49,7 @@ pub trait FrameSource {
     fn next_frame(&mut self, cancel: &CancellationToken) -> Result<Option<Frame>, SourceError>;
 }
 
-type Opener = Box<dyn FnOnce() -> Result<Box<dyn FrameSource>, SourceError> + Send>;
+type Opener = Box<dyn Fn() -> Result<Box<dyn FrameSource>, SourceError> + Send>;
 
 /// A checked source, ready to be opened on its capture thread.
 pub struct SourceSpec {
@@ -60,8 +60,9 @@ pub struct SourceSpec {
 }
 
 impl SourceSpec {
-    /// Opens the source; call it on the thread that will read it.
-    pub fn open(self) -> Result<Box<dyn FrameSource>, SourceError> {
+    /// Opens the source; call it on the thread that will read it. A live source that fails
+    /// is opened again (a camera unplugged and plugged back, a folder refilled).
+    pub fn open(&self) -> Result<Box<dyn FrameSource>, SourceError> {
         (self.open)()
     }
 }
@@ -71,8 +72,12 @@ impl SourceSpec {
 pub fn build(config: &SourceConfig) -> Result<SourceSpec, SourceError> {
     match config {
         SourceConfig::Images { path, fps, r#loop } => {
-            let source = ImagesSource::new(path, *fps, *r#loop)?;
-            Ok(SourceSpec { live: fps.is_some(), open: Box::new(move || Ok(Box::new(source))) })
+            ImagesSource::new(path, *fps, *r#loop)?; // fail now if nothing matches
+            let (path, fps, looped) = (path.clone(), *fps, *r#loop);
+            Ok(SourceSpec {
+                live: fps.is_some(),
+                open: Box::new(move || Ok(Box::new(ImagesSource::new(&path, fps, looped)?))),
+            })
         }
         &SourceConfig::Camera { index, width, height, fps } => {
             camera::probe(index)?;
