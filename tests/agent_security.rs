@@ -84,11 +84,18 @@ fn agent_config(port: u16, device: &str, user: &str, password_file: &str, ca_fil
 }
 
 fn run(cfg: &str) -> (bool, String) {
+    run_with_env(cfg, None)
+}
+
+fn run_with_env(cfg: &str, credentials: Option<&Path>) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, cfg).unwrap();
     let mut cmd = agent();
     cmd.arg("run").arg("--config").arg(&path);
+    if let Some(c) = credentials {
+        cmd.env("CREDENTIALS_DIRECTORY", c);
+    }
     let (status, _, stderr) = run_with_timeout(cmd, Duration::from_secs(300));
     (status.success(), stderr)
 }
@@ -106,8 +113,11 @@ fn tls_credentials_and_acl() {
     let bad_pw = write(files.path(), "bad-pw", "guess\n");
     let rx = tls_watcher(broker.port, &pki.ca);
 
-    // 1. the device over TLS with its password: everything arrives
-    let (ok, stderr) = run(&agent_config(broker.port, "dev1", "dev1", &good_pw, &ca_file));
+    // 1. the device over TLS with its password, read from a systemd credential: everything arrives
+    let creds = tempfile::tempdir().unwrap();
+    write(creds.path(), "mqtt-password", "s3cret\n");
+    let (ok, stderr) =
+        run_with_env(&agent_config(broker.port, "dev1", "dev1", "mqtt-password", &ca_file), Some(creds.path()));
     assert!(ok, "{stderr}");
     let seen =
         collect_until(&rx, Duration::from_secs(15), |m| m.topic == "edge-agent/dev1/status" && m.payload == b"offline");

@@ -17,3 +17,6 @@ pub mod publisher;
 pub mod source;
 pub mod stats;
 pub mod vision;
+
+#[cfg(test)]
+mod robustness_tests;

@@ -45,7 +45,10 @@ pub fn connect(settings: &MqttSettings, device_id: &str, topics: Topics) -> Resu
     };
     let password = match (&settings.password, &settings.password_file) {
         (Some(p), _) => Some(p.clone()),
-        (None, Some(f)) => Some(String::from_utf8_lossy(&read(f)?).trim_end_matches(['\n', '\r']).to_string()),
+        (None, Some(f)) => {
+            let f = credential_path(f);
+            Some(String::from_utf8_lossy(&read(&f)?).trim_end_matches(['\n', '\r']).to_string())
+        }
         (None, None) => None,
     };
     if let Some(user) = &settings.username {
@@ -69,6 +72,15 @@ pub fn connect(settings: &MqttSettings, device_id: &str, topics: Topics) -> Resu
     let max_backoff = Duration::from_secs_f64(settings.max_backoff_secs);
     let driver = tokio::spawn(drive(eventloop, client.clone(), topics.status(), tx, max_backoff));
     Ok(Connection { client, topics, driver, connected })
+}
+
+/// A relative secret path is looked up in systemd's `$CREDENTIALS_DIRECTORY` when set
+/// (`LoadCredential=mqtt-password:/etc/...` in the unit, `password_file = "mqtt-password"`).
+fn credential_path(p: &std::path::Path) -> std::path::PathBuf {
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if p.is_relative() => std::path::Path::new(&dir).join(p),
+        _ => p.to_path_buf(),
+    }
 }
 
 fn install_crypto_provider() {
