@@ -12,7 +12,15 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/target/release/edge-agent"
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { echo "needs mosquitto" >&2; exit 1; }
-work=$(mktemp -d); trap 'kill $agent $broker 2>/dev/null; rm -rf "$work"' EXIT
+work=$(mktemp -d)
+agent=""; broker=""
+cleanup() {
+  # stop the agent first and wait for it: it drains into the state folder we then delete
+  [ -n "$agent" ] && kill "$agent" 2>/dev/null && wait "$agent" 2>/dev/null
+  [ -n "$broker" ] && kill "$broker" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$work/m.conf"
 "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$work/m.conf" >/dev/null 2>&1 & broker=$!

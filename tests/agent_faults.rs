@@ -47,7 +47,11 @@ fn a_broker_killed_mid_stream_loses_no_result() {
     std::fs::write(&path, cfg).unwrap();
     let rx = subscribe_durable(broker.port, "watch-kill", "edge-agent/kill/#");
     std::thread::sleep(Duration::from_millis(1500)); // the durable session is saved to disk
-    let mut child = agent().arg("run").arg("--config").arg(&path).spawn().unwrap();
+    let mut child = common::Running::spawn({
+        let mut c = agent();
+        c.arg("run").arg("--config").arg(&path);
+        c
+    });
 
     let mut seen = collect_until(&rx, Duration::from_secs(120), |m| {
         m.topic.contains("/detections/") && m.json()["seq"].as_u64().unwrap() >= 3
@@ -57,6 +61,16 @@ fn a_broker_killed_mid_stream_loses_no_result() {
     broker.start();
     // after the restart: the backlog is replayed and live results flow again
     seen.extend(collect_until(&rx, Duration::from_secs(8), |_| false));
+    // the command subscription was restored: a command is answered, a bad one with an error
+    common::publish(broker.port, "edge-agent/kill/commands", br#"{"id":"after-restart","command":"ping"}"#);
+    common::publish(broker.port, "edge-agent/kill/commands", b"{not json");
+    let acks =
+        collect_until(&rx, Duration::from_secs(20), |m| m.topic.ends_with("/commands/ack") && m.json()["ok"] == false);
+    let acks: Vec<serde_json::Value> =
+        acks.iter().filter(|m| m.topic.ends_with("/commands/ack")).map(Message::json).collect();
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    assert_eq!((acks[0]["id"].as_str(), acks[0]["ok"].as_bool()), (Some("after-restart"), Some(true)), "{acks:?}");
+    assert!(acks[1]["error"].as_str().unwrap().contains("not a command"), "{acks:?}");
     sigterm(&mut child);
     seen.extend(collect_until(&rx, Duration::from_secs(10), |m| {
         m.topic.ends_with("/status") && m.payload == b"offline"
@@ -90,7 +104,11 @@ fn a_broker_down_at_start_up_gets_everything_later() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, cfg).unwrap();
-    let mut child = agent().arg("run").arg("--config").arg(&path).spawn().unwrap();
+    let mut child = common::Running::spawn({
+        let mut c = agent();
+        c.arg("run").arg("--config").arg(&path);
+        c
+    });
     // the 7 photos are processed while the broker is down; the agent waits to deliver them
     std::thread::sleep(Duration::from_secs(6));
     assert!(child.try_wait().unwrap().is_none(), "the agent must keep its results until it can send them");

@@ -49,7 +49,11 @@ fn metrics_and_a_source_that_goes_away_and_comes_back() {
     let cfg_path = state.path().join("agent.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
     let rx = subscribe(broker.port, "watch-health", "edge-agent/health/#");
-    let mut child = agent().arg("run").arg("--config").arg(&cfg_path).spawn().unwrap();
+    let mut child = common::Running::spawn({
+        let mut c = agent();
+        c.arg("run").arg("--config").arg(&cfg_path);
+        c
+    });
 
     stats_until(&rx, "frames done", |p| p["frames_done"].as_u64().unwrap_or(0) >= 2 && p["source_up"] == true);
     let metrics = get(metrics_port, "/metrics");

@@ -113,7 +113,11 @@ fn a_killed_agent_is_reported_offline_by_its_last_will() {
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, cfg).unwrap();
     let rx = subscribe(broker.port, "watch-crash", "edge-agent/crash/#");
-    let mut child = agent().arg("run").arg("--config").arg(&path).spawn().unwrap();
+    let mut child = common::Running::spawn({
+        let mut c = agent();
+        c.arg("run").arg("--config").arg(&path);
+        c
+    });
     let before = collect_until(&rx, Duration::from_secs(120), |m| m.topic.contains("/detections/"));
     assert!(before.iter().any(|m| m.topic.ends_with("/status") && m.payload == b"online"), "{before:?}");
     assert!(before.last().is_some_and(|m| m.topic.contains("/detections/")), "no detection before the kill");
@@ -132,7 +136,11 @@ fn sigterm_stops_a_looping_agent_cleanly() {
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, cfg).unwrap();
     let rx = subscribe(broker.port, "watch-term", "edge-agent/term/#");
-    let mut child = agent().arg("run").arg("--config").arg(&path).spawn().unwrap();
+    let mut child = common::Running::spawn({
+        let mut c = agent();
+        c.arg("run").arg("--config").arg(&path);
+        c
+    });
     collect_until(&rx, Duration::from_secs(120), |m| m.topic.contains("/detections/"));
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());

@@ -97,7 +97,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     if !outbox.is_empty() {
         tracing::info!(messages = outbox.stats().messages, "results from an earlier run wait in the outbox");
     }
-    let conn = Arc::new(crate::mqtt::connect(&config.mqtt, &device, topics.clone())?);
+    let (conn, incoming) = crate::mqtt::connect(&config.mqtt, &device, topics.clone(), vec![topics.commands()])?;
+    let conn = Arc::new(conn);
 
     let cancel = CancellationToken::new();
     let (results_tx, results_rx) = mpsc::channel::<Outgoing>(RESULTS_CHANNEL);
@@ -134,6 +135,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Duration::from_secs_f64(config.agent.stats_interval_secs),
         cancel.clone(),
     ));
+    let commands_task =
+        tokio::spawn(handle_commands(incoming, health.clone(), topics.clone(), results_tx.clone(), cancel.clone()));
     drop(results_tx);
 
     let names: Vec<String> = running.iter().map(|r| r.name.clone()).collect();
@@ -150,6 +153,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             None => joined.await,
         }?;
         stats_task.await?;
+        commands_task.await?;
         publisher.await?;
         let conn = Arc::into_inner(conn).ok_or_else(|| anyhow!("MQTT connection still shared at shutdown"))?;
         conn.close().await?;
@@ -186,6 +190,42 @@ async fn publish_stats(
         let last = tokio::select! { _ = tick.tick() => false, _ = cancel.cancelled() => true };
         let payload = serde_json::to_vec(&health.message()).unwrap_or_default();
         if results.send(Outgoing { topic: topic.clone(), payload, retain: true }).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Answers commands until cancelled. Bad payloads get an error ack and a log line.
+async fn handle_commands(
+    mut incoming: mpsc::Receiver<rumqttc::Publish>,
+    health: Arc<crate::health::Health>,
+    topics: Topics,
+    results: mpsc::Sender<Outgoing>,
+    cancel: CancellationToken,
+) {
+    use crate::commands::{Ack, CommandKind, parse, salvage_id};
+    loop {
+        let msg = tokio::select! {
+            m = incoming.recv() => match m { Some(m) => m, None => return },
+            _ = cancel.cancelled() => return,
+        };
+        let ack = match parse(&msg.payload) {
+            Ok(cmd) => {
+                if cmd.kind == CommandKind::PublishStats {
+                    let payload = serde_json::to_vec(&health.message()).unwrap_or_default();
+                    if results.send(Outgoing { topic: topics.stats(), payload, retain: true }).await.is_err() {
+                        return;
+                    }
+                }
+                Ack { id: cmd.id, ok: true, error: None }
+            }
+            Err(e) => {
+                tracing::warn!(topic = %msg.topic, error = %e, "bad command");
+                Ack { id: salvage_id(&msg.payload), ok: false, error: Some(e.to_string()) }
+            }
+        };
+        let payload = serde_json::to_vec(&ack).unwrap_or_default();
+        if results.send(Outgoing { topic: topics.command_acks(), payload, retain: false }).await.is_err() {
             return;
         }
     }

@@ -18,5 +18,6 @@ pub mod source;
 pub mod stats;
 pub mod vision;
 
+pub mod commands;
 #[cfg(test)]
 mod robustness_tests;

@@ -294,3 +294,47 @@ pub fn config(port: u16, device: &str, pipelines: &[(&str, &str, &str)], source_
     }
     s
 }
+
+/// Publishes one message (QoS 1) and waits for the broker's ack.
+pub fn publish(port: u16, topic: &str, payload: &[u8]) {
+    let (client, mut conn) = Client::new(MqttOptions::new(format!("pub-{}", std::process::id()), "127.0.0.1", port), 8);
+    client.publish(topic, QoS::AtLeastOnce, false, payload.to_vec()).unwrap();
+    for event in conn.iter() {
+        if let Ok(Event::Incoming(Packet::PubAck(_))) = event {
+            break;
+        }
+        event.unwrap();
+    }
+    client.disconnect().ok();
+}
+
+/// A spawned agent that is killed if the test fails before it ends it.
+pub struct Running(pub Child);
+
+impl Running {
+    pub fn spawn(mut cmd: Command) -> Running {
+        Running(cmd.spawn().unwrap())
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.0.kill().ok();
+            self.0.wait().ok();
+        }
+    }
+}

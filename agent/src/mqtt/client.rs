@@ -9,7 +9,7 @@ use std::time::Duration;
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing as RumqttOutgoing, Packet, QoS, Transport,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::{Outgoing, Topics};
@@ -26,6 +26,9 @@ pub enum MqttError {
 /// Requests rumqttc queues before `publish` waits.
 const REQUEST_QUEUE: usize = 256;
 
+/// Incoming messages queued for the command handler; more are dropped and logged.
+const INCOMING_QUEUE: usize = 32;
+
 pub struct Connection {
     client: AsyncClient,
     topics: Topics,
@@ -33,8 +36,15 @@ pub struct Connection {
     connected: watch::Receiver<bool>,
 }
 
-/// Builds the client from settings and starts its driver task on the current runtime.
-pub fn connect(settings: &MqttSettings, device_id: &str, topics: Topics) -> Result<Connection, MqttError> {
+/// Builds the client from settings and starts its driver task on the current runtime. The
+/// driver subscribes to `subscriptions` after every connect (sessions are clean) and forwards
+/// what arrives on them to the returned receiver.
+pub fn connect(
+    settings: &MqttSettings,
+    device_id: &str,
+    topics: Topics,
+    subscriptions: Vec<String>,
+) -> Result<(Connection, mpsc::Receiver<rumqttc::Publish>), MqttError> {
     let client_id = settings.client_id.clone().unwrap_or_else(|| format!("edge-agent-{device_id}"));
     let mut opts = MqttOptions::new(client_id, settings.host.clone(), settings.port);
     opts.set_keep_alive(Duration::from_secs(settings.keep_alive_secs.max(5)));
@@ -69,9 +79,12 @@ pub fn connect(settings: &MqttSettings, device_id: &str, topics: Topics) -> Resu
     }
     let (client, eventloop) = AsyncClient::new(opts, REQUEST_QUEUE);
     let (tx, connected) = watch::channel(false);
+    let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
     let max_backoff = Duration::from_secs_f64(settings.max_backoff_secs);
-    let driver = tokio::spawn(drive(eventloop, client.clone(), topics.status(), tx, max_backoff));
-    Ok(Connection { client, topics, driver, connected })
+    let link =
+        DriverLink { client: client.clone(), status_topic: topics.status(), subscriptions, incoming: incoming_tx };
+    let driver = tokio::spawn(drive(eventloop, link, tx, max_backoff));
+    Ok((Connection { client, topics, driver, connected }, incoming))
 }
 
 /// A relative secret path is looked up in systemd's `$CREDENTIALS_DIRECTORY` when set
@@ -90,13 +103,14 @@ fn install_crypto_provider() {
     }
 }
 
-async fn drive(
-    mut eventloop: EventLoop,
+struct DriverLink {
     client: AsyncClient,
     status_topic: String,
-    connected: watch::Sender<bool>,
-    max_backoff: Duration,
-) {
+    subscriptions: Vec<String>,
+    incoming: mpsc::Sender<rumqttc::Publish>,
+}
+
+async fn drive(mut eventloop: EventLoop, link: DriverLink, connected: watch::Sender<bool>, max_backoff: Duration) {
     let mut backoff = Duration::from_millis(250);
     loop {
         match eventloop.poll().await {
@@ -104,13 +118,24 @@ async fn drive(
                 tracing::info!(code = ?ack.code, "connected to MQTT broker");
                 backoff = Duration::from_millis(250);
                 connected.send_replace(true);
-                let (client, topic) = (client.clone(), status_topic.clone());
+                let (client, topic) = (link.client.clone(), link.status_topic.clone());
+                let subscriptions = link.subscriptions.clone();
                 // Not awaited here: the driver must keep polling for the queue to move.
                 tokio::spawn(async move {
                     if let Err(e) = client.publish(topic, QoS::AtLeastOnce, true, "online").await {
                         tracing::warn!(error = %e, "could not queue the online status");
                     }
+                    for filter in subscriptions {
+                        if let Err(e) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
+                            tracing::warn!(error = %e, %filter, "could not subscribe");
+                        }
+                    }
                 });
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if let Err(e) = link.incoming.try_send(p) {
+                    tracing::warn!(error = %e, "incoming message dropped: the command queue is full");
+                }
             }
             Ok(Event::Outgoing(RumqttOutgoing::Disconnect)) => {
                 // let the DISCONNECT reach the socket, then stop

@@ -24,6 +24,16 @@ impl Topics {
         format!("{}/stats", self.base)
     }
 
+    /// Commands to the device (the agent subscribes here).
+    pub fn commands(&self) -> String {
+        format!("{}/commands", self.base)
+    }
+
+    /// Answers to commands.
+    pub fn command_acks(&self) -> String {
+        format!("{}/commands/ack", self.base)
+    }
+
     /// Everything of this device, for subscribers.
     pub fn all(&self) -> String {
         format!("{}/#", self.base)
