@@ -126,6 +126,14 @@ fn a_killed_agent_is_reported_offline_by_its_last_will() {
     let after = collect_until(&rx, Duration::from_secs(30), |m| m.topic.ends_with("/status"));
     let last = after.last().expect("a status after the kill");
     assert_eq!((last.topic.as_str(), last.text().as_str()), ("edge-agent/crash/status", "offline"));
+    // started again (as systemd would), it is back online
+    let _again = common::Running::spawn({
+        let mut c = agent();
+        c.arg("run").arg("--config").arg(&path);
+        c
+    });
+    let back = collect_until(&rx, Duration::from_secs(60), |m| m.topic.ends_with("/status"));
+    assert_eq!(back.last().map(Message::text).as_deref(), Some("online"), "{back:?}");
 }
 
 #[test]

@@ -57,6 +57,17 @@ pub struct InputSpec {
     /// Per channel, in the `color` order, applied as `(pixel - mean) / std` to 0..255 values.
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// How a frame is fitted to the input.
+    pub resize: Resize,
+}
+
+/// The resize policy the model was calibrated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resize {
+    /// Keep the aspect ratio, centre, fill the border with the mean colour (0 after
+    /// normalisation); boxes are mapped back through the inverse transform.
+    Letterbox,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

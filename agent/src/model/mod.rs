@@ -7,4 +7,4 @@ mod manifest;
 
 pub use catalog::{Catalog, CatalogError, ModelEntry, VerifyReport, default_models_dir};
 pub use engine::{EngineError, LoadedModel, ModelPool, SharedModel, input_shape as input_shape_of};
-pub use manifest::{ColorOrder, DecoderSpec, InputSpec, Layout, Manifest, Task, Variant};
+pub use manifest::{ColorOrder, DecoderSpec, InputSpec, Layout, Manifest, Resize, Task, Variant};

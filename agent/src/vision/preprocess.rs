@@ -84,7 +84,16 @@ mod tests {
     use crate::model::{ColorOrder, Layout};
 
     fn spec(layout: Layout, color: ColorOrder) -> InputSpec {
-        InputSpec { name: "input".into(), layout, width: 8, height: 8, color, mean: [0.0; 3], std: [1.0; 3] }
+        InputSpec {
+            name: "input".into(),
+            layout,
+            width: 8,
+            height: 8,
+            color,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            resize: crate::model::Resize::Letterbox,
+        }
     }
 
     #[test]
