@@ -139,12 +139,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         tokio::spawn(handle_commands(incoming, health.clone(), topics.clone(), results_tx.clone(), cancel.clone()));
     drop(results_tx);
 
+    let notifier = Arc::new(crate::sdnotify::Notifier::from_env());
+    notifier.notify(&format!("READY=1\nSTATUS=running {} pipeline(s)", health.pipelines.len()));
+    if let Some(period) = crate::sdnotify::Notifier::watchdog_period() {
+        tokio::spawn(watchdog(notifier.clone(), health.clone(), period, cancel.clone()));
+    }
+
     let names: Vec<String> = running.iter().map(|r| r.name.clone()).collect();
     let mut joined = tokio::task::spawn_blocking(move || running.into_iter().map(Running::join).collect::<Vec<_>>());
     let outcome = tokio::select! {
         r = &mut joined => Some(r),
         _ = shutdown => { tracing::info!("stopping"); None }
     };
+    notifier.notify("STOPPING=1");
     cancel.cancel();
     let started = Instant::now();
     let drained = tokio::time::timeout(deadline, async {
@@ -227,6 +234,28 @@ async fn handle_commands(
         let payload = serde_json::to_vec(&ack).unwrap_or_default();
         if results.send(Outgoing { topic: topics.command_acks(), payload, retain: false }).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Sends systemd keep-alives every `period` while the pipelines make progress; a stalled
+/// pipeline (frames waiting, none finishing) stops them, and systemd restarts the agent.
+async fn watchdog(
+    notifier: Arc<crate::sdnotify::Notifier>,
+    health: Arc<crate::health::Health>,
+    period: Duration,
+    cancel: CancellationToken,
+) {
+    // keep-alives go out every half watchdog period; a stall is a whole period without progress
+    let mut progress = crate::sdnotify::Progress::new(period * 2);
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! { _ = tick.tick() => {}, _ = cancel.cancelled() => return }
+        let snapshots: Vec<_> = health.pipelines.values().map(|p| p.snapshot()).collect();
+        if progress.healthy(&snapshots) {
+            notifier.notify("WATCHDOG=1");
+        } else {
+            tracing::warn!("a pipeline made no progress in {:?}; withholding the watchdog keep-alive", period * 2);
         }
     }
 }

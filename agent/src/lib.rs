@@ -21,3 +21,4 @@ pub mod vision;
 pub mod commands;
 #[cfg(test)]
 mod robustness_tests;
+pub mod sdnotify;
