@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{Message, Mosquitto, agent, collect_until, config, subscribe_durable};
+use common::{Message, Mosquitto, collect_until, config, subscribe_durable};
 
 fn seqs(messages: &[Message], pipeline: &str) -> BTreeSet<u64> {
     messages
@@ -42,16 +42,10 @@ fn a_broker_killed_mid_stream_loses_no_result() {
         return;
     };
     let cfg = config(broker.port, "kill", &[("objects", "nanodet", "int8")], ", fps = 6, loop = true");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("agent.toml");
-    std::fs::write(&path, cfg).unwrap();
+    let (_dir, path) = common::write_config(&cfg);
     let rx = subscribe_durable(broker.port, "watch-kill", "edge-agent/kill/#");
     std::thread::sleep(Duration::from_millis(1500)); // the durable session is saved to disk
-    let mut child = common::Running::spawn({
-        let mut c = agent();
-        c.arg("run").arg("--config").arg(&path);
-        c
-    });
+    let mut child = common::Running::agent(&path);
 
     let mut seen = collect_until(&rx, Duration::from_secs(120), |m| {
         m.topic.contains("/detections/") && m.json()["seq"].as_u64().unwrap() >= 3
@@ -101,14 +95,8 @@ fn a_broker_down_at_start_up_gets_everything_later() {
 
     let mut cfg = config(broker.port, "late", &[("objects", "nanodet", "int8")], "");
     cfg = cfg.replace("shutdown_timeout_secs = 15", "shutdown_timeout_secs = 60");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("agent.toml");
-    std::fs::write(&path, cfg).unwrap();
-    let mut child = common::Running::spawn({
-        let mut c = agent();
-        c.arg("run").arg("--config").arg(&path);
-        c
-    });
+    let (_dir, path) = common::write_config(&cfg);
+    let mut child = common::Running::agent(&path);
     // the 7 photos are processed while the broker is down; the agent waits to deliver them
     std::thread::sleep(Duration::from_secs(6));
     assert!(child.try_wait().unwrap().is_none(), "the agent must keep its results until it can send them");

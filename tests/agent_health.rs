@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{Message, agent, collect_until, fixture, subscribe};
+use common::{Message, collect_until, fixture, subscribe};
 
 fn get(port: u16, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -49,11 +49,7 @@ fn metrics_and_a_source_that_goes_away_and_comes_back() {
     let cfg_path = state.path().join("agent.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
     let rx = subscribe(broker.port, "watch-health", "edge-agent/health/#");
-    let mut child = common::Running::spawn({
-        let mut c = agent();
-        c.arg("run").arg("--config").arg(&cfg_path);
-        c
-    });
+    let mut child = common::Running::agent(&cfg_path);
 
     stats_until(&rx, "frames done", |p| p["frames_done"].as_u64().unwrap_or(0) >= 2 && p["source_up"] == true);
     let metrics = get(metrics_port, "/metrics");

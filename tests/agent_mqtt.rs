@@ -14,9 +14,7 @@ use common::{Message, agent, collect_until, config, run_with_timeout, subscribe}
 
 /// Runs the agent on `config` to completion while collecting everything it publishes.
 fn run_agent(port: u16, device: &str, config: &str) -> Vec<Message> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("agent.toml");
-    std::fs::write(&path, config).unwrap();
+    let (_dir, path) = common::write_config(config);
     let rx = subscribe(port, &format!("watch-{device}"), &format!("edge-agent/{device}/#"));
     let mut cmd = agent();
     cmd.arg("run").arg("--config").arg(&path);
@@ -109,15 +107,9 @@ fn interop_with_mosquitto_and_retained_status() {
 fn a_killed_agent_is_reported_offline_by_its_last_will() {
     let broker = common::mosquitto().unwrap_or_else(common::rumqttd);
     let cfg = config(broker.port, "crash", &[("objects", "nanodet", "int8")], ", fps = 5, loop = true");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("agent.toml");
-    std::fs::write(&path, cfg).unwrap();
+    let (_dir, path) = common::write_config(&cfg);
     let rx = subscribe(broker.port, "watch-crash", "edge-agent/crash/#");
-    let mut child = common::Running::spawn({
-        let mut c = agent();
-        c.arg("run").arg("--config").arg(&path);
-        c
-    });
+    let mut child = common::Running::agent(&path);
     let before = collect_until(&rx, Duration::from_secs(120), |m| m.topic.contains("/detections/"));
     assert!(before.iter().any(|m| m.topic.ends_with("/status") && m.payload == b"online"), "{before:?}");
     assert!(before.last().is_some_and(|m| m.topic.contains("/detections/")), "no detection before the kill");
@@ -127,11 +119,7 @@ fn a_killed_agent_is_reported_offline_by_its_last_will() {
     let last = after.last().expect("a status after the kill");
     assert_eq!((last.topic.as_str(), last.text().as_str()), ("edge-agent/crash/status", "offline"));
     // started again (as systemd would), it is back online
-    let _again = common::Running::spawn({
-        let mut c = agent();
-        c.arg("run").arg("--config").arg(&path);
-        c
-    });
+    let _again = common::Running::agent(&path);
     let back = collect_until(&rx, Duration::from_secs(60), |m| m.topic.ends_with("/status"));
     assert_eq!(back.last().map(Message::text).as_deref(), Some("online"), "{back:?}");
 }
@@ -140,15 +128,9 @@ fn a_killed_agent_is_reported_offline_by_its_last_will() {
 fn sigterm_stops_a_looping_agent_cleanly() {
     let broker = common::rumqttd();
     let cfg = config(broker.port, "term", &[("objects", "nanodet", "int8")], ", fps = 5, loop = true");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("agent.toml");
-    std::fs::write(&path, cfg).unwrap();
+    let (_dir, path) = common::write_config(&cfg);
     let rx = subscribe(broker.port, "watch-term", "edge-agent/term/#");
-    let mut child = common::Running::spawn({
-        let mut c = agent();
-        c.arg("run").arg("--config").arg(&path);
-        c
-    });
+    let mut child = common::Running::agent(&path);
     collect_until(&rx, Duration::from_secs(120), |m| m.topic.contains("/detections/"));
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());

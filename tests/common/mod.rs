@@ -315,6 +315,21 @@ impl Running {
     pub fn spawn(mut cmd: Command) -> Running {
         Running(cmd.spawn().unwrap())
     }
+
+    /// `edge-agent run --config <path>`.
+    pub fn agent(config: &Path) -> Running {
+        let mut c = agent();
+        c.arg("run").arg("--config").arg(config);
+        Running::spawn(c)
+    }
+}
+
+/// Writes a config into a fresh folder; keep the folder alive while the agent runs.
+pub fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
 }
 
 impl std::ops::Deref for Running {

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn msg(i: u32, size: usize) -> Outgoing {
-    Outgoing { topic: format!("t/{}", i % 3), payload: vec![(i % 251) as u8; size], retain: i % 5 == 0 }
+    Outgoing { topic: format!("t/{}", i % 3), payload: vec![(i % 251) as u8; size], retain: i.is_multiple_of(5) }
 }
 
 #[derive(Debug, Clone)]
