@@ -46,6 +46,7 @@ printf '%8s %10s\n' "elapsed" "rss_kib"
 start=$(date +%s)
 while [ "$(date +%s)" -lt "$end" ]; do
   sleep "$interval"
+  kill -0 "$agent" 2>/dev/null || { echo "the agent exited; see its log above" >&2; exit 1; }
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$agent/status")
   [ -n "$first" ] || first=$rss
   printf '%7ss %10s\n' "$(( $(date +%s) - start ))" "$rss"
