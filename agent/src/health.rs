@@ -3,7 +3,6 @@
 //! the retained stats message and, optionally, as Prometheus text on `/metrics`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -42,9 +41,10 @@ impl Health {
         let m = self.message();
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
-            let _ = writeln!(out, "# HELP edge_agent_{name} {help}\n# TYPE edge_agent_{name} {kind}");
+            // appending to a String cannot fail
+            out.push_str(&format!("# HELP edge_agent_{name} {help}\n# TYPE edge_agent_{name} {kind}\n"));
             for (labels, v) in samples {
-                let _ = writeln!(out, "edge_agent_{name}{labels} {v}");
+                out.push_str(&format!("edge_agent_{name}{labels} {v}\n"));
             }
         };
         let per = |f: &dyn Fn(&crate::stats::StatsSnapshot) -> Option<f64>| -> Vec<(String, f64)> {
