@@ -27,15 +27,33 @@ fn by_photo(lines: Vec<serde_json::Value>) -> HashMap<String, serde_json::Value>
     lines.into_iter().map(|v| (photo_of(&v), v)).collect()
 }
 
+type Found = Vec<(String, f64, Vec<f64>)>;
+
+/// Runs `model` at both precisions over every photo, checks each answer with `check`, and
+/// returns each photo's (int8, fp32) detections, which must be both empty or both not.
+fn both_precisions(model: &str, check: fn(&str, &serde_json::Value)) -> Vec<(&'static str, Found, Found)> {
+    let int8 = by_photo(detect(model, "int8", &[], &all_photos()));
+    let fp32 = by_photo(detect(model, "fp32", &[], &all_photos()));
+    PHOTOS
+        .iter()
+        .map(|photo| {
+            let (a, b) = (&int8[*photo], &fp32[*photo]);
+            check(photo, a);
+            check(photo, b);
+            assert_eq!(
+                (a["model"]["precision"].as_str(), b["model"]["precision"].as_str()),
+                (Some("int8"), Some("fp32"))
+            );
+            let (a, b) = (common::detections(a), common::detections(b));
+            assert_eq!(a.is_empty(), b.is_empty(), "{photo}: int8 {a:?} fp32 {b:?}");
+            (*photo, a, b)
+        })
+        .collect()
+}
+
 #[test]
 fn objects_int8_and_fp32_give_the_known_answers_and_agree() {
-    let int8 = by_photo(detect("nanodet", "int8", &[], &all_photos()));
-    let fp32 = by_photo(detect("nanodet", "fp32", &[], &all_photos()));
-    for photo in PHOTOS {
-        check_objects(photo, &int8[*photo]);
-        check_objects(photo, &fp32[*photo]);
-        assert_eq!(int8[*photo]["model"]["precision"], "int8");
-        let (a, b) = (common::detections(&int8[*photo]), common::detections(&fp32[*photo]));
+    for (photo, a, b) in both_precisions("nanodet", check_objects) {
         if let (Some(a), Some(b)) = (a.first(), b.first()) {
             assert_eq!(a.0, b.0, "{photo}: top labels differ: int8 {a:?} fp32 {b:?}");
             assert!(iou(&a.2, &b.2) > 0.8, "{photo}: top boxes differ: int8 {a:?} fp32 {b:?}");
@@ -46,12 +64,7 @@ fn objects_int8_and_fp32_give_the_known_answers_and_agree() {
 
 #[test]
 fn faces_int8_and_fp32_give_the_known_answers_and_agree() {
-    let int8 = by_photo(detect("blazeface", "int8", &[], &all_photos()));
-    let fp32 = by_photo(detect("blazeface", "fp32", &[], &all_photos()));
-    for photo in PHOTOS {
-        check_faces(photo, &int8[*photo]);
-        check_faces(photo, &fp32[*photo]);
-        let (a, b) = (common::detections(&int8[*photo]), common::detections(&fp32[*photo]));
+    for (photo, a, b) in both_precisions("blazeface", check_faces) {
         if let (Some(a), Some(b)) = (a.first(), b.first()) {
             assert!(iou(&a.2, &b.2) > 0.7, "{photo}: face boxes differ: int8 {a:?} fp32 {b:?}");
         }
