@@ -129,15 +129,9 @@ pub struct PipelineConfig {
     pub sinks: Vec<SinkConfig>,
 }
 
-fn default_sinks() -> Vec<SinkConfig> {
+/// The sinks a pipeline gets when it names none: MQTT.
+pub(crate) fn default_sinks() -> Vec<SinkConfig> {
     vec![SinkConfig::Mqtt(MqttSink::default())]
-}
-
-impl PipelineConfig {
-    /// The sinks a pipeline gets when it names none: MQTT.
-    pub fn default_sinks_pub() -> Vec<SinkConfig> {
-        default_sinks()
-    }
 }
 
 /// Where frames come from.

@@ -124,7 +124,7 @@ fn pipeline(path: &str, value: Value, issues: &mut Vec<Issue>) -> Option<Pipelin
     }
     let sinks = match map.remove("sinks") {
         Some(v) => typed(&format!("{path}.sinks"), v, issues),
-        None => Some(super::types::PipelineConfig::default_sinks_pub()),
+        None => Some(super::types::default_sinks()),
     };
     if issues.len() != before {
         return None;

@@ -3,7 +3,6 @@
 //! with exponential backoff and tries again. Publishing waits when rumqttc's request queue is
 //! full, which is how a slow or absent broker pushes back on the pipelines.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
@@ -171,14 +170,6 @@ impl Connection {
         self.connected.clone()
     }
 
-    /// Queues a message (QoS 1); waits while rumqttc's queue is full.
-    pub async fn publish(&self, msg: Outgoing) -> Result<(), MqttError> {
-        self.client
-            .publish(msg.topic, QoS::AtLeastOnce, msg.retain, msg.payload)
-            .await
-            .map_err(|e| MqttError::Publish(e.to_string()))
-    }
-
     /// Hands a message (QoS 1) to the client without waiting; fails when its queue is full.
     pub fn try_publish(&self, msg: &Outgoing) -> Result<(), MqttError> {
         self.client
@@ -206,6 +197,3 @@ impl Connection {
         Ok(())
     }
 }
-
-/// Shared handle for the publisher tasks.
-pub type SharedConnection = Arc<Connection>;

@@ -6,7 +6,7 @@ mod client;
 pub mod payload;
 mod topics;
 
-pub use client::{Connection, MqttError, SharedConnection, connect};
+pub use client::{Connection, MqttError, connect};
 pub use topics::Topics;
 
 /// One message ready to publish.

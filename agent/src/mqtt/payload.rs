@@ -60,7 +60,6 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 impl DetectionsMessage {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         device: &str,
         pipeline: &str,
