@@ -2,6 +2,7 @@
 //! the results over MQTT. See ARCHITECTURE.md for the map of modules.
 
 pub mod app;
+pub mod audio;
 pub mod broker;
 pub mod config;
 pub mod demo;
@@ -15,6 +16,7 @@ pub mod outbox;
 pub mod pipeline;
 pub mod publisher;
 pub mod source;
+pub mod speech;
 pub mod stats;
 pub mod vision;
 

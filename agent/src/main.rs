@@ -48,6 +48,17 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Transcribe WAV files (speech cut by voice activity, then Whisper); one JSON line per file.
+    Transcribe {
+        #[arg(long, default_value = "whisper-tiny-en")]
+        model: String,
+        #[arg(long, default_value = "int8")]
+        precision: Precision,
+        #[arg(required = true)]
+        wavs: Vec<PathBuf>,
+    },
+    /// List the audio capture devices (names for a microphone source's `device`).
+    Devices,
     /// List or verify the installed models.
     Models {
         #[command(subcommand)]
@@ -132,11 +143,36 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::FAILURE);
             }
         }
+        Command::Transcribe { model, precision, wavs } => {
+            let catalog = catalog()?;
+            let failed = edge_agent::speech::cli::transcribe_files(&catalog, &model, precision, &wavs)?;
+            if failed {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
+        Command::Devices => {
+            for name in edge_agent::audio::microphone::devices() {
+                println!("{name}");
+            }
+        }
         Command::Models { command: ModelsCommand::List } => {
-            for m in catalog()?.entries() {
+            let catalog = catalog()?;
+            for m in catalog.speech_entries() {
                 let precisions: Vec<_> = m.manifest.variants.keys().map(|p| p.as_str()).collect();
                 println!(
-                    "{:<10} {:<8} {:<10} {:<10} {:<11} {}",
+                    "{:<16} {:<8} {:<13} {:<10} {:<11} {}",
+                    m.manifest.name,
+                    m.manifest.version,
+                    format!("{:?}", m.manifest.task).to_lowercase(),
+                    precisions.join(","),
+                    m.manifest.license,
+                    m.manifest.description
+                );
+            }
+            for m in catalog.entries() {
+                let precisions: Vec<_> = m.manifest.variants.keys().map(|p| p.as_str()).collect();
+                println!(
+                    "{:<16} {:<8} {:<13} {:<10} {:<11} {}",
                     m.manifest.name,
                     m.manifest.version,
                     format!("{:?}", m.manifest.task).to_lowercase(),

@@ -5,6 +5,7 @@
 //! sources into one untyped tree, then [`validate::check`] deserializes each component
 //! separately (collecting every error with its path) and checks references to models.
 
+mod audio_checks;
 mod types;
 pub mod validate;
 

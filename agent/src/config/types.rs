@@ -160,6 +160,34 @@ pub enum SourceConfig {
         #[serde(default = "default_cam_fps")]
         fps: u32,
     },
+    /// A microphone (cpal): any rate and channel count, converted to 16 kHz mono.
+    Microphone {
+        /// Device name as `edge-agent devices` lists it; the default input when unset.
+        device: Option<String>,
+        /// Audio that may wait for the pipeline before blocks are dropped (and counted).
+        #[serde(default = "default_mic_buffer")]
+        buffer_secs: f64,
+    },
+    /// WAV files: one file, a folder (its `*.wav` in name order) or a glob pattern.
+    Wav {
+        path: String,
+        /// Deliver at the speed of sound (like a microphone) instead of as fast as possible.
+        #[serde(default)]
+        realtime: bool,
+        #[serde(default)]
+        r#loop: bool,
+    },
+}
+
+impl SourceConfig {
+    /// Whether the source delivers audio (and needs audio stages).
+    pub fn is_audio(&self) -> bool {
+        matches!(self, SourceConfig::Microphone { .. } | SourceConfig::Wav { .. })
+    }
+}
+
+fn default_mic_buffer() -> f64 {
+    2.0
 }
 
 fn default_cam_width() -> u32 {
@@ -177,6 +205,61 @@ fn default_cam_fps() -> u32 {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StageConfig {
     Detect(DetectStage),
+    Vad(VadStage),
+    Transcribe(TranscribeStage),
+}
+
+/// Cuts audio into utterances with a voice activity model; only speech reaches `transcribe`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VadStage {
+    pub model: String,
+    /// Speech probability that starts speech, in (0, 1).
+    pub threshold: f32,
+    /// Less voiced audio than this is not an utterance (clicks, coughs), in ms.
+    pub min_speech_ms: u32,
+    /// Silence that ends an utterance (the hangover), in ms.
+    pub min_silence_ms: u32,
+    /// Audio kept before and after the speech, in ms.
+    pub pad_ms: u32,
+    /// Longer speech is cut at its quietest point; at most 30 s (Whisper's window).
+    pub max_utterance_secs: f32,
+    /// Also publish `speech_start` events when speech begins.
+    pub events: bool,
+}
+
+impl Default for VadStage {
+    fn default() -> Self {
+        VadStage {
+            model: "silero-vad".into(),
+            threshold: 0.5,
+            min_speech_ms: 250,
+            min_silence_ms: 600,
+            pad_ms: 200,
+            max_utterance_secs: 30.0,
+            events: false,
+        }
+    }
+}
+
+/// Speech to text on each utterance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscribeStage {
+    #[serde(default = "default_asr_model")]
+    pub model: String,
+    #[serde(default = "default_precision")]
+    pub precision: Precision,
+    /// Fixed to English: the shipped model is English-only (tiny.en).
+    #[serde(default = "default_language")]
+    pub language: String,
+}
+
+fn default_asr_model() -> String {
+    "whisper-tiny-en".into()
+}
+fn default_language() -> String {
+    "en".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

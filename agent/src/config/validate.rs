@@ -56,7 +56,7 @@ pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
     }
 }
 
-fn issue(path: impl Into<String>, message: impl Into<String>) -> Issue {
+pub(super) fn issue(path: impl Into<String>, message: impl Into<String>) -> Issue {
     Issue { path: path.into(), message: message.into() }
 }
 
@@ -150,6 +150,20 @@ fn check_pipeline(path: &str, p: &PipelineConfig, catalog: &Catalog, issues: &mu
                 issues.push(issue(format!("{path}.source"), "fps, width and height must be positive"));
             }
         }
+        SourceConfig::Microphone { buffer_secs, .. } => {
+            if !(*buffer_secs > 0.0 && *buffer_secs <= 60.0) {
+                issues.push(issue(format!("{path}.source.buffer_secs"), "must be in (0, 60]"));
+            }
+        }
+        SourceConfig::Wav { path: pattern, .. } => {
+            if pattern.trim().is_empty() {
+                issues.push(issue(format!("{path}.source.path"), "must not be empty"));
+            }
+        }
+    }
+    if p.source.is_audio() {
+        super::audio_checks::check_audio_stages(path, &p.stages, catalog, issues);
+        return;
     }
     if p.stages.len() > 1 {
         issues.push(issue(format!("{path}.stages"), "this version runs exactly one stage per pipeline"));
@@ -157,6 +171,9 @@ fn check_pipeline(path: &str, p: &PipelineConfig, catalog: &Catalog, issues: &mu
     for (i, stage) in p.stages.iter().enumerate() {
         let at = format!("{path}.stages[{i}]");
         match stage {
+            StageConfig::Vad(_) | StageConfig::Transcribe(_) => {
+                issues.push(issue(format!("{at}.type"), "audio stages need an audio source (microphone or wav)"))
+            }
             StageConfig::Detect(d) => {
                 match catalog.get(&d.model) {
                     None => issues.push(issue(

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::Manifest;
+use super::speech_manifest::{ModelFile, SpeechManifest};
 use crate::config::Precision;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +36,33 @@ impl ModelEntry {
     }
 }
 
+/// An audio model folder and its parsed manifest.
+#[derive(Debug, Clone)]
+pub struct SpeechEntry {
+    pub dir: PathBuf,
+    pub manifest: SpeechManifest,
+}
+
+impl SpeechEntry {
+    /// The file of `role` for `precision` (a per-variant file, else a shared one).
+    pub fn file(&self, precision: &Precision, role: &str) -> Option<(PathBuf, &ModelFile)> {
+        let m = &self.manifest;
+        let f = m.variants.get(precision).and_then(|v| v.files.get(role)).or_else(|| m.shared.get(role))?;
+        Some((self.dir.join(&f.file), f))
+    }
+
+    /// The hint for producing a variant's missing files.
+    pub fn make_hint(&self, precision: &Precision) -> Option<String> {
+        self.manifest.variants.get(precision).and_then(|v| v.make.clone())
+    }
+}
+
 /// All models in a folder, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     pub dir: PathBuf,
     models: BTreeMap<String, ModelEntry>,
+    speech: BTreeMap<String, SpeechEntry>,
 }
 
 /// The result of checking one variant's file.
@@ -79,6 +102,7 @@ impl Catalog {
             move |source| CatalogError::Io { path, source }
         };
         let mut models = BTreeMap::new();
+        let mut speech = BTreeMap::new();
         let mut entries: Vec<_> =
             std::fs::read_dir(dir).map_err(io(dir))?.collect::<Result<_, _>>().map_err(io(dir))?;
         entries.sort_by_key(|e| e.file_name());
@@ -87,17 +111,31 @@ impl Catalog {
             if !manifest_path.is_file() {
                 continue;
             }
-            let entry = Self::read_entry(&e.path(), &manifest_path)?;
-            models.insert(entry.manifest.name.clone(), entry);
+            let bad = |message: String| CatalogError::Manifest { path: manifest_path.clone(), message };
+            let text = std::fs::read_to_string(&manifest_path)
+                .map_err(|source| CatalogError::Io { path: manifest_path.clone(), source })?;
+            let task = toml::from_str::<toml::Table>(&text)
+                .map_err(|e| bad(e.to_string()))?
+                .get("task")
+                .and_then(|t| t.as_str().map(String::from));
+            if matches!(task.as_deref(), Some("transcription" | "vad")) {
+                let manifest: SpeechManifest = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+                if manifest.variants.is_empty() {
+                    return Err(bad("no variants".into()));
+                }
+                let entry = SpeechEntry { dir: e.path(), manifest };
+                speech.insert(entry.manifest.name.clone(), entry);
+            } else {
+                let entry = Self::read_entry(&e.path(), &manifest_path, &text)?;
+                models.insert(entry.manifest.name.clone(), entry);
+            }
         }
-        Ok(Catalog { dir: dir.to_path_buf(), models })
+        Ok(Catalog { dir: dir.to_path_buf(), models, speech })
     }
 
-    fn read_entry(dir: &Path, manifest_path: &Path) -> Result<ModelEntry, CatalogError> {
+    fn read_entry(dir: &Path, manifest_path: &Path, text: &str) -> Result<ModelEntry, CatalogError> {
         let bad = |message: String| CatalogError::Manifest { path: manifest_path.to_path_buf(), message };
-        let text = std::fs::read_to_string(manifest_path)
-            .map_err(|source| CatalogError::Io { path: manifest_path.to_path_buf(), source })?;
-        let manifest: Manifest = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let manifest: Manifest = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         let labels_path = dir.join(&manifest.labels);
         let labels: Vec<String> = std::fs::read_to_string(&labels_path)
             .map_err(|source| CatalogError::Io { path: labels_path.clone(), source })?
@@ -119,8 +157,17 @@ impl Catalog {
         self.models.get(name)
     }
 
+    pub fn get_speech(&self, name: &str) -> Option<&SpeechEntry> {
+        self.speech.get(name)
+    }
+
+    /// Names of every model, vision and audio.
     pub fn names(&self) -> Vec<String> {
-        self.models.keys().cloned().collect()
+        self.models.keys().chain(self.speech.keys()).cloned().collect()
+    }
+
+    pub fn speech_entries(&self) -> impl Iterator<Item = &SpeechEntry> {
+        self.speech.values()
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &ModelEntry> {
@@ -133,15 +180,29 @@ impl Catalog {
         for m in self.models.values() {
             for (precision, variant) in &m.manifest.variants {
                 let path = m.dir.join(&variant.file);
-                let report = match sha256_file(&path) {
-                    Err(_) => VerifyReport::Missing { hint: variant.make.clone() },
-                    Ok(actual) if actual.eq_ignore_ascii_case(&variant.sha256) => VerifyReport::Ok,
-                    Ok(actual) => VerifyReport::Mismatch { expected: variant.sha256.clone(), actual },
-                };
+                let report = check_file(&path, &variant.sha256, variant.make.clone());
                 out.push((m.manifest.name.clone(), precision.clone(), path, report));
             }
         }
+        for m in self.speech.values() {
+            for (precision, variant) in &m.manifest.variants {
+                let files = variant.files.values().chain(m.manifest.shared.values());
+                for f in files {
+                    let path = m.dir.join(&f.file);
+                    let report = check_file(&path, &f.sha256, variant.make.clone());
+                    out.push((m.manifest.name.clone(), precision.clone(), path, report));
+                }
+            }
+        }
         out
+    }
+}
+
+fn check_file(path: &Path, sha256: &str, hint: Option<String>) -> VerifyReport {
+    match sha256_file(path) {
+        Err(_) => VerifyReport::Missing { hint },
+        Ok(actual) if actual.eq_ignore_ascii_case(sha256) => VerifyReport::Ok,
+        Ok(actual) => VerifyReport::Mismatch { expected: sha256.to_string(), actual },
     }
 }
 

@@ -53,6 +53,7 @@ impl Stage {
                 let model = pool.get_or_load(entry, &d.precision).map_err(|e| e.to_string())?;
                 Ok(Stage::Detect(Detector::new(model, d.clone())))
             }
+            StageConfig::Vad(_) | StageConfig::Transcribe(_) => Err("audio stages need an audio source".into()),
         }
     }
 

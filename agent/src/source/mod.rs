@@ -29,6 +29,8 @@ pub enum SourceError {
     NothingDecodable(String),
     #[error("camera: {0}")]
     Camera(String),
+    #[error("an audio source does not deliver frames")]
+    NotFrames,
 }
 
 /// One captured frame.
@@ -86,6 +88,7 @@ pub fn build(config: &SourceConfig) -> Result<SourceSpec, SourceError> {
                 open: Box::new(move || Ok(Box::new(CameraSource::open(index, width, height, fps)?))),
             })
         }
+        SourceConfig::Microphone { .. } | SourceConfig::Wav { .. } => Err(SourceError::NotFrames),
     }
 }
 
