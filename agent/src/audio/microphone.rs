@@ -2,7 +2,7 @@
 //! format, converted here to 16 kHz mono.
 //!
 //! The device callback only copies samples into a bounded ring of blocks; when the pipeline
-//! falls behind, new blocks are dropped and counted as overruns (the callback never blocks,
+//! falls behind, new blocks are dropped and counted as overruns (in blocks) (the callback never blocks,
 //! never allocates more than one block, and never panics).
 
 use std::sync::Arc;
@@ -92,11 +92,10 @@ fn callback<T: Copy + 'static>(
 ) -> impl FnMut(&[T], &cpal::InputCallbackInfo) + Send + 'static {
     move |data: &[T], _| {
         let block: Vec<f32> = data.iter().map(&convert).collect();
-        let n = block.len() as u64;
         match tx.try_send(Ok(block)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                overruns.fetch_add(n, Ordering::Relaxed);
+                overruns.fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Disconnected(_)) => {}
         }

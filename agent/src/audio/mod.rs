@@ -41,7 +41,7 @@ type Opener = dyn Fn() -> Result<Box<dyn AudioStream>, AudioError> + Send + Sync
 pub struct AudioSourceSpec {
     pub live: bool,
     pub describe: String,
-    /// Samples lost because the consumer fell behind the device (live sources).
+    /// Device blocks lost because the pipeline fell behind (live sources).
     pub overruns: Arc<AtomicU64>,
     open: Arc<Opener>,
 }

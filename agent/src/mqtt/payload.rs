@@ -119,3 +119,46 @@ pub fn detect_line(source: &str, image: &RgbImage, out: &DetectOutput) -> Detect
         detections: out.detections.clone(),
     }
 }
+
+pub const TRANSCRIPT_SCHEMA: &str = "edge-agent.transcript.v1";
+pub const SPEECH_EVENT_SCHEMA: &str = "edge-agent.speech.v1";
+
+/// `<prefix>/<device>/transcripts/<pipeline>`: one per utterance.
+#[derive(Debug, Clone, Serialize)]
+pub struct TranscriptMessage {
+    pub schema: &'static str,
+    /// RFC 3339, UTC, when the utterance began.
+    pub timestamp: String,
+    pub device: String,
+    pub pipeline: String,
+    /// Per-pipeline sequence number of published transcripts.
+    pub seq: u64,
+    pub source: String,
+    /// Per-pipeline utterance number (also in the speech events).
+    pub utterance_id: u64,
+    /// Seconds from the start of the audio stream.
+    pub start: f64,
+    pub end: f64,
+    pub duration: f64,
+    pub text: String,
+    pub model: ModelRef,
+    /// Encoder + decoder time.
+    pub processing_ms: f64,
+    /// Processing time over utterance duration (below 1: faster than real time).
+    pub real_time_factor: f64,
+}
+
+/// `<prefix>/<device>/speech/<pipeline>`: speech began / ended (when the `vad` stage has
+/// `events = true`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SpeechEventMessage {
+    pub schema: &'static str,
+    pub timestamp: String,
+    pub device: String,
+    pub pipeline: String,
+    /// `start` or `end`.
+    pub event: &'static str,
+    pub utterance_id: u64,
+    /// Seconds from the start of the audio stream.
+    pub at: f64,
+}

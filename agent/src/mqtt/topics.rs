@@ -19,6 +19,15 @@ impl Topics {
         format!("{}/detections/{pipeline}", self.base)
     }
 
+    pub fn transcripts(&self, pipeline: &str) -> String {
+        format!("{}/transcripts/{pipeline}", self.base)
+    }
+
+    /// Speech start/end events of an audio pipeline.
+    pub fn speech(&self, pipeline: &str) -> String {
+        format!("{}/speech/{pipeline}", self.base)
+    }
+
     /// Retained per-pipeline statistics.
     pub fn stats(&self) -> String {
         format!("{}/stats", self.base)

@@ -8,6 +8,7 @@
 //!                       or block
 //! ```
 
+mod audio;
 mod stage;
 
 use std::sync::Arc;
@@ -43,24 +44,38 @@ pub enum PipelineError {
 /// A pipeline whose components are built and whose models are loaded, not yet running.
 pub struct Pipeline {
     pub name: String,
-    source: SourceSpec,
-    stage: Stage,
-    skip_empty: bool,
+    kind: Kind,
+}
+
+enum Kind {
+    Vision { source: SourceSpec, stage: Stage, skip_empty: bool },
+    Audio(audio::AudioPipeline),
 }
 
 /// Builds every pipeline of `config`, loading each model once; reports every failure.
 pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Vec<Pipeline>, Vec<PipelineError>> {
     let mut pool = ModelPool::default();
+    let mut speech = audio::SpeechPool::default();
     let mut built = Vec::new();
     let mut errors = Vec::new();
     for (name, p) in &config.pipelines {
         let fail = |message: String| PipelineError::Build { pipeline: name.clone(), message };
+        if let Some(source) = crate::audio::build(&p.source) {
+            let built_audio = source
+                .map_err(|e| fail(format!("source: {e}")))
+                .and_then(|source| speech.build(source, &p.stages, catalog).map_err(|e| fail(format!("stages: {e}"))));
+            match built_audio {
+                Ok(a) => built.push(Pipeline { name: name.clone(), kind: Kind::Audio(a) }),
+                Err(e) => errors.push(e),
+            }
+            continue;
+        }
         let source = crate::source::build(&p.source).map_err(|e| fail(format!("source: {e}")));
         let stage = Stage::build(&p.stages, catalog, &mut pool).map_err(|e| fail(format!("stages: {e}")));
         match (source, stage) {
             (Ok(source), Ok(stage)) => {
                 let skip_empty = p.sinks.iter().any(|s| matches!(s, SinkConfig::Mqtt(m) if m.skip_empty));
-                built.push(Pipeline { name: name.clone(), source, stage, skip_empty });
+                built.push(Pipeline { name: name.clone(), kind: Kind::Vision { source, stage, skip_empty } });
             }
             (source, stage) => errors.extend(source.err().into_iter().chain(stage.err())),
         }
@@ -72,18 +87,22 @@ pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Vec<Pipeline>, Ve
 pub struct Running {
     pub name: String,
     pub stats: Arc<PipelineStats>,
-    source: JoinHandle<Result<(), PipelineError>>,
-    infer: JoinHandle<()>,
+    /// Its threads, the source first.
+    threads: Vec<JoinHandle<Result<(), PipelineError>>>,
 }
 
 impl Running {
-    /// Blocks until both threads end (the source finished or was cancelled, and the
-    /// inference thread drained its link).
+    /// Blocks until every thread ends (the source finished or was cancelled, and each
+    /// downstream thread drained its input); the first error wins.
     pub fn join(self) -> Result<(), PipelineError> {
-        let infer = self.infer.join();
-        let source = self.source.join().map_err(|_| PipelineError::Panicked(self.name.clone()))?;
-        infer.map_err(|_| PipelineError::Panicked(self.name.clone()))?;
-        source
+        let mut result = Ok(());
+        for t in self.threads.into_iter().rev() {
+            let r = t.join().unwrap_or_else(|_| Err(PipelineError::Panicked(self.name.clone())));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
     }
 }
 
@@ -96,9 +115,25 @@ pub struct Publish {
 }
 
 impl Pipeline {
-    /// Starts the source and inference threads.
+    /// Starts the pipeline's threads.
     pub fn spawn(self, cancel: CancellationToken, publish: Publish) -> std::io::Result<Running> {
-        let Pipeline { name, source, stage, skip_empty } = self;
+        let Pipeline { name, kind } = self;
+        match kind {
+            Kind::Vision { source, stage, skip_empty } => spawn_vision(name, source, stage, skip_empty, cancel, publish),
+            Kind::Audio(a) => a.spawn(name, cancel, publish),
+        }
+    }
+}
+
+fn spawn_vision(
+    name: String,
+    source: SourceSpec,
+    stage: Stage,
+    skip_empty: bool,
+    cancel: CancellationToken,
+    publish: Publish,
+) -> std::io::Result<Running> {
+    {
         let policy = if source.live { Policy::KeepLatest } else { Policy::Block };
         let (tx, rx, dropped) = link(CAPTURE_LINK, policy);
         let stats = Arc::new(PipelineStats::new(dropped));
@@ -125,7 +160,7 @@ impl Pipeline {
                         let msg = Outgoing { topic: topic.clone(), payload, retain: false };
                         if publish.results.blocking_send(msg).is_err() {
                             tracing::warn!(pipeline = %inf_name, "results channel closed; stopping");
-                            return;
+                            return Ok(());
                         }
                         inf_stats.results.fetch_add(1, Ordering::Relaxed);
                     }
@@ -135,8 +170,9 @@ impl Pipeline {
                     }
                 }
             }
+            Ok(())
         })?;
-        Ok(Running { name, stats, source: source_thread, infer: infer_thread })
+        Ok(Running { name, stats, threads: vec![source_thread, infer_thread] })
     }
 }
 
@@ -205,7 +241,7 @@ fn run_source(
 }
 
 /// Linux limits thread names to 15 bytes.
-fn thread_name(kind: &str, pipeline: &str) -> String {
+pub(crate) fn thread_name(kind: &str, pipeline: &str) -> String {
     let mut n = format!("{kind}-{pipeline}");
     n.truncate(15);
     n
