@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{Message, Mosquitto, collect_until, config, subscribe_durable};
+use common::{Message, Mosquitto, collect_until, config, sigterm, subscribe_durable};
 
 fn seqs(messages: &[Message], pipeline: &str) -> BTreeSet<u64> {
     messages
@@ -25,15 +25,6 @@ fn assert_no_gaps(seen: &BTreeSet<u64>, at_least: u64) {
     assert!(max + 1 >= at_least, "only {} results arrived", max + 1);
 }
 
-fn sigterm(child: &mut std::process::Child) {
-    let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(30), "agent did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn a_broker_killed_mid_stream_loses_no_result() {

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod known;
+pub mod speech;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -351,5 +352,16 @@ impl Drop for Running {
             self.0.kill().ok();
             self.0.wait().ok();
         }
+    }
+}
+
+/// Sends SIGTERM and waits (at most 30 s) for the process to exit.
+pub fn sigterm(child: &mut Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(30), "agent did not stop");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -41,7 +41,7 @@ type Opener = dyn Fn() -> Result<Box<dyn AudioStream>, AudioError> + Send + Sync
 pub struct AudioSourceSpec {
     pub live: bool,
     pub describe: String,
-    /// Device blocks lost because the pipeline fell behind (live sources).
+    /// Samples lost because the pipeline fell behind the device (live sources).
     pub overruns: Arc<AtomicU64>,
     open: Arc<Opener>,
 }
@@ -66,12 +66,12 @@ pub fn build(config: &SourceConfig) -> Option<Result<AudioSourceSpec, AudioError
             });
             Some(Ok(AudioSourceSpec { live: false, describe: format!("wav {path}"), overruns, open }))
         }
-        SourceConfig::Microphone { device, buffer_secs } => {
+        SourceConfig::Microphone { device, buffer_secs, sample_rate, channels } => {
             let counter = overruns.clone();
             let name = device.clone();
             let open: Arc<Opener> = Arc::new(move || {
-                Ok(Box::new(microphone::Microphone::open(name.as_deref(), buffer_secs, counter.clone())?)
-                    as Box<dyn AudioStream>)
+                let mic = microphone::Microphone::open(name.as_deref(), (sample_rate, channels), buffer_secs, counter.clone())?;
+                Ok(Box::new(mic) as Box<dyn AudioStream>)
             });
             let describe = format!("microphone {}", device.as_deref().unwrap_or("(default)"));
             Some(Ok(AudioSourceSpec { live: true, describe, overruns, open }))

@@ -167,6 +167,10 @@ pub enum SourceConfig {
         /// Audio that may wait for the pipeline before blocks are dropped (and counted).
         #[serde(default = "default_mic_buffer")]
         buffer_secs: f64,
+        /// Capture at this rate (Hz) instead of the device's default, when it offers it.
+        sample_rate: Option<u32>,
+        /// Capture this many channels instead of the device's default, when it offers it.
+        channels: Option<u16>,
     },
     /// WAV files: one file, a folder (its `*.wav` in name order) or a glob pattern.
     Wav {

@@ -150,9 +150,15 @@ fn check_pipeline(path: &str, p: &PipelineConfig, catalog: &Catalog, issues: &mu
                 issues.push(issue(format!("{path}.source"), "fps, width and height must be positive"));
             }
         }
-        SourceConfig::Microphone { buffer_secs, .. } => {
+        SourceConfig::Microphone { buffer_secs, sample_rate, channels, .. } => {
             if !(*buffer_secs > 0.0 && *buffer_secs <= 60.0) {
                 issues.push(issue(format!("{path}.source.buffer_secs"), "must be in (0, 60]"));
+            }
+            if sample_rate.is_some_and(|r| !(8_000..=192_000).contains(&r)) {
+                issues.push(issue(format!("{path}.source.sample_rate"), "must be in [8000, 192000]"));
+            }
+            if channels.is_some_and(|c| !(1..=8).contains(&c)) {
+                issues.push(issue(format!("{path}.source.channels"), "must be in [1, 8]"));
             }
         }
         SourceConfig::Wav { path: pattern, .. } => {
