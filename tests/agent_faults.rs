@@ -25,7 +25,6 @@ fn assert_no_gaps(seen: &BTreeSet<u64>, at_least: u64) {
     assert!(max + 1 >= at_least, "only {} results arrived", max + 1);
 }
 
-
 #[test]
 fn a_broker_killed_mid_stream_loses_no_result() {
     let Some(mut broker) = Mosquitto::start_with(None) else {

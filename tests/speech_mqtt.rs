@@ -125,10 +125,41 @@ fn a_microphone_captured_through_cpal_is_transcribed_over_mqtt() {
     let messages = collect_until(&rx, Duration::from_secs(120), |m| m.topic == topic);
     sigterm(&mut running.0);
     let got = transcripts(&messages, device);
-    assert!(!got.is_empty(), "no transcript from the microphone; got {:?}", messages.iter().map(|m| &m.topic).collect::<Vec<_>>());
+    assert!(
+        !got.is_empty(),
+        "no transcript from the microphone; got {:?}",
+        messages.iter().map(|m| &m.topic).collect::<Vec<_>>()
+    );
     check_transcript(&got[0], device);
     assert_eq!(got[0]["source"], "microphone (default)");
     let reference = &sentences()[2].1;
     let text = got[0]["text"].as_str().unwrap();
     assert!(wer(reference, text) <= 0.3, "{reference:?} heard as {text:?}");
+}
+
+#[test]
+fn the_demo_runs_vision_and_speech_and_prints_every_message() {
+    let mut cmd = agent();
+    cmd.arg("run");
+    let (status, stdout, stderr) = common::run_with_timeout(cmd, Duration::from_secs(300));
+    assert!(status.success(), "demo failed: {stderr}");
+    assert!(stderr.contains("demo: done"), "{stderr}");
+    let lines: Vec<(&str, serde_json::Value)> = stdout
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(topic, payload)| serde_json::from_str(payload).ok().map(|v| (topic, v)))
+        .collect();
+    let on = |t: &str| lines.iter().filter(|(topic, _)| *topic == t).map(|(_, v)| v).collect::<Vec<_>>();
+    // photos are a live-like source (2 fps): a busy machine may drop frames, not all of them
+    assert!(!on("edge-agent/demo/detections/objects").is_empty(), "{stdout}");
+    assert!(!on("edge-agent/demo/detections/faces").is_empty(), "{stdout}");
+    let texts: Vec<String> =
+        on("edge-agent/demo/transcripts/speech").iter().map(|v| v["text"].as_str().unwrap().to_string()).collect();
+    let expected = timed_utterances();
+    assert_eq!(texts.len(), expected.len(), "{texts:?}");
+    for (text, (.., reference)) in texts.iter().zip(&expected) {
+        assert!(wer(reference, text) <= 0.5, "{reference:?} heard as {text:?}");
+    }
+    assert_eq!(on("edge-agent/demo/speech/speech").len(), 2 * expected.len());
+    assert!(stderr.contains("demo: speech"), "a human summary of each transcript: {stderr}");
 }

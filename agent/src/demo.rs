@@ -1,7 +1,8 @@
 //! `edge-agent run` without a config: the whole product in one command. An in-process broker
 //! on a free loopback port, two pipelines over the bundled photos (objects with the int8
-//! NanoDet, faces with the int8 BlazeFace), and a subscriber that prints every message the
-//! agent publishes. It ends when both pipelines have gone through the photos once.
+//! NanoDet, faces with the int8 BlazeFace), one over a bundled recording (Silero VAD, then the
+//! int8 Whisper tiny.en), and a subscriber that prints every message the agent publishes. It
+//! ends when every pipeline has gone through its samples once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::config::{
     AgentSettings, Config, DetectStage, MqttSettings, PipelineConfig, Precision, SinkConfig, SourceConfig, StageConfig,
-    Tiling,
+    Tiling, TranscribeStage, VadStage,
 };
 use crate::model::{Catalog, default_models_dir};
 
@@ -30,8 +31,21 @@ pub fn samples_dir() -> PathBuf {
     tree.canonicalize().unwrap_or(tree)
 }
 
+/// The bundled recording: `$EDGE_AGENT_SPEECH_SAMPLE`, the installed copy, or this source tree's.
+pub fn speech_sample() -> PathBuf {
+    if let Some(f) = std::env::var_os("EDGE_AGENT_SPEECH_SAMPLE") {
+        return f.into();
+    }
+    let installed = PathBuf::from("/usr/share/edge-agent/samples/speech.wav");
+    if installed.is_file() {
+        return installed;
+    }
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/audio/silence-speech-silence.wav");
+    tree.canonicalize().unwrap_or(tree)
+}
+
 /// The demo's configuration, pointed at a broker on `port`.
-pub fn config(port: u16, models_dir: PathBuf, samples: &Path) -> Config {
+pub fn config(port: u16, models_dir: PathBuf, samples: &Path, speech: &Path) -> Config {
     let detect = |model: &str| {
         StageConfig::Detect(DetectStage {
             model: model.into(),
@@ -60,7 +74,26 @@ pub fn config(port: u16, models_dir: PathBuf, samples: &Path) -> Config {
         },
         mqtt: MqttSettings { port, ..Default::default() },
         outbox: Default::default(),
-        pipelines: BTreeMap::from([("objects".into(), pipeline("nanodet")), ("faces".into(), pipeline("blazeface"))]),
+        pipelines: BTreeMap::from([
+            ("objects".into(), pipeline("nanodet")),
+            ("faces".into(), pipeline("blazeface")),
+            ("speech".into(), speech_pipeline(speech)),
+        ]),
+    }
+}
+
+fn speech_pipeline(wav: &Path) -> PipelineConfig {
+    PipelineConfig {
+        source: SourceConfig::Wav { path: wav.display().to_string(), realtime: false, r#loop: false },
+        stages: vec![
+            StageConfig::Vad(VadStage { events: true, ..Default::default() }),
+            StageConfig::Transcribe(TranscribeStage {
+                model: "whisper-tiny-en".into(),
+                precision: Precision::Int8,
+                language: "en".into(),
+            }),
+        ],
+        sinks: vec![SinkConfig::Mqtt(Default::default())],
     }
 }
 
@@ -70,6 +103,10 @@ pub async fn run(models_dir: Option<&Path>) -> Result<ExitCode> {
     let samples = samples_dir();
     if !samples.is_dir() {
         bail!("demo photos not found at {} (set EDGE_AGENT_SAMPLES)", samples.display());
+    }
+    let speech = speech_sample();
+    if !speech.is_file() {
+        bail!("demo recording not found at {} (set EDGE_AGENT_SPEECH_SAMPLE)", speech.display());
     }
     let port = crate::broker::free_port()?;
     let addr = tokio::task::spawn_blocking(move || crate::broker::start(port)).await??;
@@ -110,7 +147,7 @@ pub async fn run(models_dir: Option<&Path>) -> Result<ExitCode> {
         }
     });
     tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await.context("subscribing to the demo broker")??;
-    let config = config(port, models_dir, &samples);
+    let config = config(port, models_dir, &samples, &speech);
     let state_dir = config.agent.state_dir.clone();
     let served = crate::app::serve(config, crate::app::shutdown_signal()).await;
     if let Err(e) = std::fs::remove_dir_all(&state_dir) {
@@ -123,9 +160,19 @@ pub async fn run(models_dir: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A one-line human reading of a detections message, for the demo's stderr.
+/// A one-line human reading of a detections or transcript message, for the demo's stderr.
 fn summary(payload: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    if let Some(text) = v.get("text").and_then(|t| t.as_str()) {
+        return Some(format!(
+            "demo: {:<8} {:>5.1}-{:<5.1} s     {:>7.1} ms  {text:?} (real-time factor {:.2})",
+            v.get("pipeline")?.as_str()?,
+            v.get("start")?.as_f64()?,
+            v.get("end")?.as_f64()?,
+            v.get("processing_ms")?.as_f64()?,
+            v.get("real_time_factor")?.as_f64()?,
+        ));
+    }
     let dets = v.get("detections")?.as_array()?;
     let file = Path::new(v.get("source")?.as_str()?).file_name()?.to_string_lossy().to_string();
     let found: Vec<String> = dets

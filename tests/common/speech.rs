@@ -32,8 +32,27 @@ pub fn timed_utterances() -> Vec<(f64, f64, String)> {
 /// Lower case, no punctuation, number words as digits ("ten" and "10" are the same word).
 pub fn normalize(text: &str) -> Vec<String> {
     const NUMBERS: &[&str] = &[
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
     ];
     text.to_lowercase()
         .chars()

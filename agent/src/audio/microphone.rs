@@ -122,9 +122,12 @@ impl Microphone {
         use cpal::SampleFormat as F;
         let stream = match supported.sample_format() {
             F::F32 => dev.build_input_stream(config, callback(producer, overruns, |s: &f32| *s), on_error, None),
-            F::I16 => {
-                dev.build_input_stream(config, callback(producer, overruns, |s: &i16| *s as f32 / 32768.0), on_error, None)
-            }
+            F::I16 => dev.build_input_stream(
+                config,
+                callback(producer, overruns, |s: &i16| *s as f32 / 32768.0),
+                on_error,
+                None,
+            ),
             F::I32 => dev.build_input_stream(
                 config,
                 callback(producer, overruns, |s: &i32| *s as f32 / 2_147_483_648.0),
@@ -145,7 +148,9 @@ impl Microphone {
             ),
             other => return Err(AudioError::Device(format!("unsupported sample format {other}"))),
         }
-        .map_err(|e| AudioError::Device(format!("{e} ({rate} Hz, {channels} channels, {})", supported.sample_format())))?;
+        .map_err(|e| {
+            AudioError::Device(format!("{e} ({rate} Hz, {channels} channels, {})", supported.sample_format()))
+        })?;
         stream.play().map_err(|e| AudioError::Device(e.to_string()))?;
         tracing::info!(device = %dev, rate, channels, format = %supported.sample_format(), "microphone open");
         Ok(Microphone {

@@ -70,7 +70,12 @@ pub fn build(config: &SourceConfig) -> Option<Result<AudioSourceSpec, AudioError
             let counter = overruns.clone();
             let name = device.clone();
             let open: Arc<Opener> = Arc::new(move || {
-                let mic = microphone::Microphone::open(name.as_deref(), (sample_rate, channels), buffer_secs, counter.clone())?;
+                let mic = microphone::Microphone::open(
+                    name.as_deref(),
+                    (sample_rate, channels),
+                    buffer_secs,
+                    counter.clone(),
+                )?;
                 Ok(Box::new(mic) as Box<dyn AudioStream>)
             });
             let describe = format!("microphone {}", device.as_deref().unwrap_or("(default)"));

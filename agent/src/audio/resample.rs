@@ -94,7 +94,9 @@ mod tests {
     use super::*;
 
     fn tone(rate: u32, hz: f32, secs: f32) -> Vec<f32> {
-        (0..(rate as f32 * secs) as usize).map(|i| (i as f32 * hz * std::f32::consts::TAU / rate as f32).sin()).collect()
+        (0..(rate as f32 * secs) as usize)
+            .map(|i| (i as f32 * hz * std::f32::consts::TAU / rate as f32).sin())
+            .collect()
     }
 
     #[test]

@@ -76,16 +76,7 @@ pub struct WavStream {
 
 impl WavStream {
     pub fn new(files: Vec<PathBuf>, realtime: bool, looped: bool) -> WavStream {
-        WavStream {
-            files,
-            next_file: 0,
-            realtime,
-            looped,
-            current: Vec::new(),
-            pos: 0,
-            started: None,
-            delivered: 0,
-        }
+        WavStream { files, next_file: 0, realtime, looped, current: Vec::new(), pos: 0, started: None, delivered: 0 }
     }
 }
 

@@ -22,6 +22,10 @@ pub(super) fn check_audio_stages(path: &str, stages: &[StageConfig], catalog: &C
             issues.push(issue(at, format!("{name:?} is not a {task:?} model").to_lowercase()));
             None
         }
+        None if catalog.get(name).is_some() => {
+            issues.push(issue(at, format!("{name:?} is a vision model, not a {task:?} model").to_lowercase()));
+            None
+        }
         None => {
             issues.push(issue(at, format!("no model named {name:?} (available: {})", catalog.names().join(", "))));
             None

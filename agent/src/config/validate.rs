@@ -331,6 +331,37 @@ mod tests {
     }
 
     #[test]
+    fn audio_pipelines_are_checked_like_the_others() {
+        let stages = r#"stages = [{ type = "vad" }, { type = "transcribe" }]"#;
+        check_toml(&format!("[pipelines.mic]\nsource = {{ type = \"microphone\" }}\n{stages}"), &[]);
+        check_toml(
+            &format!(
+                "[pipelines.a]\nsource = {{ type = \"wav\", path = \"x.wav\", realtime = true }}\n\
+                 stages = [{{ type = \"vad\", threshold = 2, pad_ms = 5000 }}, \
+                 {{ type = \"transcribe\", model = \"nanodet\", language = \"de\" }}]\n\
+                 [pipelines.b]\nsource = {{ type = \"microphone\", buffer_secs = 0, channels = 9 }}\n{stages}\n\
+                 [pipelines.c]\nsource = {{ type = \"wav\", path = \"x.wav\" }}\n\
+                 stages = [{{ type = \"transcribe\" }}, {{ type = \"vad\" }}]\n\
+                 [pipelines.d]\n{SOURCE}\n{stages}\n\
+                 [pipelines.e]\nsource = {{ type = \"microphone\", gain = 2 }}\n{stages}"
+            ),
+            &[
+                "pipelines.a.stages[1].model: \"nanodet\" is a vision model, not a transcription model",
+                "pipelines.a.stages[0].threshold: must be in (0.15, 1)",
+                "pipelines.a.stages[0].pad_ms: must be at most 2000",
+                "pipelines.a.stages[1].language: the shipped model is English-only",
+                "pipelines.b.source.buffer_secs: must be in (0, 60]",
+                "pipelines.b.source.channels: must be in [1, 8]",
+                "pipelines.c.stages: an audio source needs exactly",
+                "pipelines.d.stages: this version runs exactly one stage",
+                "pipelines.d.stages[0].type: audio stages need an audio source",
+                "pipelines.d.stages[1].type: audio stages need an audio source",
+                "pipelines.e.source.gain: unknown field `gain`",
+            ],
+        );
+    }
+
+    #[test]
     fn wrong_types_name_the_field() {
         check_toml("[mqtt]\nport = \"high\"", &["mqtt.port: invalid type: string \"high\", expected u16"]);
         check_toml("[agent]\nshutdown_timeout_secs = 0", &["agent.shutdown_timeout_secs: must be in (0, 600]"]);

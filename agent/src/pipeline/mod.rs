@@ -119,7 +119,9 @@ impl Pipeline {
     pub fn spawn(self, cancel: CancellationToken, publish: Publish) -> std::io::Result<Running> {
         let Pipeline { name, kind } = self;
         match kind {
-            Kind::Vision { source, stage, skip_empty } => spawn_vision(name, source, stage, skip_empty, cancel, publish),
+            Kind::Vision { source, stage, skip_empty } => {
+                spawn_vision(name, source, stage, skip_empty, cancel, publish)
+            }
             Kind::Audio(a) => a.spawn(name, cancel, publish),
         }
     }

@@ -17,7 +17,12 @@ pub enum CliError {
 }
 
 /// Prints one JSON line per file; returns whether any file failed.
-pub fn transcribe_files(catalog: &Catalog, model: &str, precision: Precision, wavs: &[PathBuf]) -> Result<bool, CliError> {
+pub fn transcribe_files(
+    catalog: &Catalog,
+    model: &str,
+    precision: Precision,
+    wavs: &[PathBuf],
+) -> Result<bool, CliError> {
     let vad_stage = VadStage::default();
     let no_model = |name: &str| CliError::NoModel { name: name.into(), available: catalog.names().join(", ") };
     let asr = catalog.get_speech(model).ok_or_else(|| no_model(model))?;

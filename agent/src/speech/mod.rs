@@ -89,7 +89,8 @@ pub(crate) fn fold_constants(mut model: TypedModel) -> TractResult<TypedModel> {
                 continue;
             }
             let facts = model.node_input_facts(id)?;
-            let Some(inputs) = facts.iter().map(|f| f.konst.clone().map(|k| k.into_tvalue())).collect::<Option<TVec<_>>>()
+            let Some(inputs) =
+                facts.iter().map(|f| f.konst.clone().map(|k| k.into_tvalue())).collect::<Option<TVec<_>>>()
             else {
                 continue;
             };

@@ -76,8 +76,8 @@ impl Whisper {
         let encoder = load_plan(&model_file(entry, &precision, "encoder")?)?;
         let decoder = load_plan(&model_file(entry, &precision, "decoder")?)?;
         let vocab = model_file(entry, &precision, "vocabulary")?;
-        let tokenizer =
-            Tokenizer::from_file(&vocab).map_err(|e| SpeechError::Load { path: vocab.clone(), message: e.to_string() })?;
+        let tokenizer = Tokenizer::from_file(&vocab)
+            .map_err(|e| SpeechError::Load { path: vocab.clone(), message: e.to_string() })?;
         let gen_path = model_file(entry, &precision, "generation")?;
         let generation: Generation = std::fs::read_to_string(&gen_path)
             .map_err(|e| e.to_string())
@@ -88,7 +88,8 @@ impl Whisper {
         let inputs = model.input_outlets().map_err(run_err)?;
         let layers = (inputs.len() - 1) / 4;
         let fact = model.outlet_fact(inputs[1]).map_err(run_err)?;
-        let dims: Vec<usize> = fact.shape.iter().filter_map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok())).collect();
+        let dims: Vec<usize> =
+            fact.shape.iter().filter_map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok())).collect();
         let (heads, head_dim) = match dims[..] {
             [1, h, d] => (h, d),
             _ => {
