@@ -239,7 +239,7 @@ impl Default for VadStage {
             threshold: 0.5,
             min_speech_ms: 250,
             min_silence_ms: 600,
-            pad_ms: 200,
+            pad_ms: 400,
             max_utterance_secs: 30.0,
             events: false,
         }

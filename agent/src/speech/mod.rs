@@ -7,6 +7,7 @@ pub mod offline;
 pub mod segmenter;
 pub mod tokenizer;
 pub mod vad;
+pub mod wer;
 pub mod whisper;
 
 use std::path::{Path, PathBuf};
