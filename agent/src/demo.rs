@@ -18,30 +18,32 @@ use crate::config::{
 };
 use crate::model::{Catalog, default_models_dir};
 
-/// The bundled photos: `$EDGE_AGENT_SAMPLES`, the installed copy, or this source tree's.
-pub fn samples_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("EDGE_AGENT_SAMPLES") {
-        return d.into();
+/// A bundled sample: the path in `env` if set, else the installed copy if present, else this
+/// source tree's.
+fn sample(env: &str, installed: &str, tree: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return p.into();
     }
-    let installed = PathBuf::from("/usr/share/edge-agent/samples");
-    if installed.is_dir() {
+    let installed = PathBuf::from(installed);
+    if installed.exists() {
         return installed;
     }
-    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images");
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join(tree);
     tree.canonicalize().unwrap_or(tree)
+}
+
+/// The bundled photos: `$EDGE_AGENT_SAMPLES`, the installed copy, or this source tree's.
+pub fn samples_dir() -> PathBuf {
+    sample("EDGE_AGENT_SAMPLES", "/usr/share/edge-agent/samples", "../tests/fixtures/images")
 }
 
 /// The bundled recording: `$EDGE_AGENT_SPEECH_SAMPLE`, the installed copy, or this source tree's.
 pub fn speech_sample() -> PathBuf {
-    if let Some(f) = std::env::var_os("EDGE_AGENT_SPEECH_SAMPLE") {
-        return f.into();
-    }
-    let installed = PathBuf::from("/usr/share/edge-agent/samples/speech.wav");
-    if installed.is_file() {
-        return installed;
-    }
-    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/audio/silence-speech-silence.wav");
-    tree.canonicalize().unwrap_or(tree)
+    sample(
+        "EDGE_AGENT_SPEECH_SAMPLE",
+        "/usr/share/edge-agent/samples/speech.wav",
+        "../tests/fixtures/audio/silence-speech-silence.wav",
+    )
 }
 
 /// The demo's configuration, pointed at a broker on `port`.

@@ -156,29 +156,10 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             }
         }
         Command::Models { command: ModelsCommand::List } => {
-            let catalog = catalog()?;
-            for m in catalog.speech_entries() {
-                let precisions: Vec<_> = m.manifest.variants.keys().map(|p| p.as_str()).collect();
+            for m in catalog()?.summaries() {
                 println!(
                     "{:<16} {:<8} {:<13} {:<10} {:<11} {}",
-                    m.manifest.name,
-                    m.manifest.version,
-                    format!("{:?}", m.manifest.task).to_lowercase(),
-                    precisions.join(","),
-                    m.manifest.license,
-                    m.manifest.description
-                );
-            }
-            for m in catalog.entries() {
-                let precisions: Vec<_> = m.manifest.variants.keys().map(|p| p.as_str()).collect();
-                println!(
-                    "{:<16} {:<8} {:<13} {:<10} {:<11} {}",
-                    m.manifest.name,
-                    m.manifest.version,
-                    format!("{:?}", m.manifest.task).to_lowercase(),
-                    precisions.join(","),
-                    m.manifest.license,
-                    m.manifest.description
+                    m.name, m.version, m.task, m.precisions, m.license, m.description
                 );
             }
         }

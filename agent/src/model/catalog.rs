@@ -57,6 +57,18 @@ impl SpeechEntry {
     }
 }
 
+/// What `models list` shows of a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSummary {
+    pub name: String,
+    pub version: String,
+    pub task: String,
+    /// Comma-separated.
+    pub precisions: String,
+    pub license: String,
+    pub description: String,
+}
+
 /// All models in a folder, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -168,6 +180,25 @@ impl Catalog {
 
     pub fn speech_entries(&self) -> impl Iterator<Item = &SpeechEntry> {
         self.speech.values()
+    }
+
+    /// One line's worth of facts about every model, audio models first, each group by name.
+    pub fn summaries(&self) -> Vec<ModelSummary> {
+        // the two manifest kinds share these field names, not a type
+        macro_rules! summary {
+            ($m:expr) => {
+                ModelSummary {
+                    name: $m.name.clone(),
+                    version: $m.version.clone(),
+                    task: format!("{:?}", $m.task).to_lowercase(),
+                    precisions: $m.variants.keys().map(|p| p.as_str()).collect::<Vec<_>>().join(","),
+                    license: $m.license.clone(),
+                    description: $m.description.clone(),
+                }
+            };
+        }
+        let audio = self.speech.values().map(|e| summary!(e.manifest));
+        audio.chain(self.models.values().map(|e| summary!(e.manifest))).collect()
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &ModelEntry> {

@@ -234,12 +234,7 @@ fn secs(samples: u64) -> Duration {
     Duration::from_secs_f64(samples as f64 / SAMPLE_RATE as f64)
 }
 
-/// Longest wait between attempts to reopen a failed microphone.
-const MAX_REOPEN_BACKOFF: Duration = Duration::from_secs(30);
-
-/// Opens the source and forwards its blocks until it ends or `cancel` fires; a failing
-/// microphone is reopened with backoff (reported down meanwhile), a failing file ends the
-/// pipeline with its error.
+/// An audio source's thread: blocks stamped with their arrival time.
 fn run_source(
     pipeline: &str,
     spec: &AudioSourceSpec,
@@ -247,49 +242,14 @@ fn run_source(
     tx: &LinkSender<Block>,
     stats: &PipelineStats,
 ) -> Result<(), PipelineError> {
-    let fail = |e: crate::audio::AudioError| PipelineError::Build { pipeline: pipeline.into(), message: e.to_string() };
-    let mut backoff = Duration::from_millis(500);
-    let mut stream = None;
-    while !cancel.is_cancelled() {
-        let current = match &mut stream {
-            Some(s) => s,
-            None => match spec.open() {
-                Ok(s) => {
-                    stats.source_up.store(true, Ordering::Relaxed);
-                    stream.insert(s)
-                }
-                Err(e) => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    stats.source_up.store(false, Ordering::Relaxed);
-                    if !spec.live {
-                        return Err(fail(e));
-                    }
-                    tracing::warn!(%pipeline, error = %e, retry_in_ms = backoff.as_millis() as u64, "audio source unavailable");
-                    crate::source::sleep_until(std::time::Instant::now() + backoff, cancel);
-                    backoff = (backoff * 2).min(MAX_REOPEN_BACKOFF);
-                    continue;
-                }
-            },
-        };
-        match current.next_block(cancel) {
-            Ok(Some(samples)) => {
-                backoff = Duration::from_millis(500);
-                stats.frames_in.fetch_add(1, Ordering::Relaxed);
-                if tx.send(Block { samples, captured: SystemTime::now() }).is_err() {
-                    return Ok(());
-                }
-            }
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
-                stats.source_up.store(false, Ordering::Relaxed);
-                if !spec.live {
-                    return Err(fail(e));
-                }
-                tracing::warn!(%pipeline, error = %e, "audio source failed; reopening");
-                stream = None;
-            }
-        }
-    }
-    Ok(())
+    super::supervise_source(
+        pipeline,
+        spec.live,
+        cancel,
+        stats,
+        || spec.open(),
+        |s, cancel| s.next_block(cancel),
+        |samples| tx.send(Block { samples, captured: SystemTime::now() }).is_ok(),
+    )
+    .map_err(|e| PipelineError::Build { pipeline: pipeline.into(), message: e.to_string() })
 }

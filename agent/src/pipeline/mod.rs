@@ -181,10 +181,66 @@ fn spawn_vision(
 /// Longest wait between attempts to reopen a failed live source.
 const MAX_REOPEN_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The source thread: opens the source, forwards its frames (numbered here, so ids keep
-/// counting across reopenings) until it ends or `cancel` fires. A failing live source is
-/// reopened with exponential backoff and reported down in the stats meanwhile; a failing batch
-/// source ends the pipeline with its error.
+/// The source thread's loop, for frames and audio alike: opens the source, forwards what it
+/// yields until it ends, `forward` reports the pipeline gone, or `cancel` fires. A failing live
+/// source is reopened with exponential backoff and reported down in the stats meanwhile; a
+/// failing batch source ends the pipeline with its error.
+pub(crate) fn supervise_source<S, T, E: std::fmt::Display>(
+    pipeline: &str,
+    live: bool,
+    cancel: &CancellationToken,
+    stats: &PipelineStats,
+    open: impl Fn() -> Result<S, E>,
+    next: impl Fn(&mut S, &CancellationToken) -> Result<Option<T>, E>,
+    mut forward: impl FnMut(T) -> bool,
+) -> Result<(), E> {
+    let mut backoff = Duration::from_millis(500);
+    let mut source = None;
+    // counts the failure; a batch source's failure ends the pipeline
+    let failed = |e: E, what: &str, backoff: Duration| {
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+        stats.source_up.store(false, Ordering::Relaxed);
+        if !live {
+            return Err(e);
+        }
+        tracing::warn!(%pipeline, error = %e, retry_in_ms = backoff.as_millis() as u64, "{what}");
+        Ok(())
+    };
+    while !cancel.is_cancelled() {
+        let current = match &mut source {
+            Some(s) => s,
+            None => match open() {
+                Ok(s) => {
+                    stats.source_up.store(true, Ordering::Relaxed);
+                    source.insert(s)
+                }
+                Err(e) => {
+                    failed(e, "source unavailable", backoff)?;
+                    crate::source::sleep_until(Instant::now() + backoff, cancel);
+                    backoff = (backoff * 2).min(MAX_REOPEN_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        match next(current, cancel) {
+            Ok(Some(item)) => {
+                backoff = Duration::from_millis(500);
+                stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                if !forward(item) {
+                    return Ok(());
+                }
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                failed(e, "source failed; reopening", backoff)?;
+                source = None;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A frame source's thread: frames are numbered here, so ids keep counting across reopenings.
 fn run_source(
     pipeline: &str,
     spec: &SourceSpec,
@@ -192,54 +248,21 @@ fn run_source(
     tx: &LinkSender<crate::source::Frame>,
     stats: &PipelineStats,
 ) -> Result<(), PipelineError> {
-    let fail = |source| PipelineError::Source { pipeline: pipeline.to_string(), source };
-    let mut backoff = Duration::from_millis(500);
     let mut next_id = 0u64;
-    let mut source = None;
-    while !cancel.is_cancelled() {
-        let current = match &mut source {
-            Some(s) => s,
-            None => match spec.open() {
-                Ok(s) => {
-                    stats.source_up.store(true, Ordering::Relaxed);
-                    source.insert(s)
-                }
-                Err(e) => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    stats.source_up.store(false, Ordering::Relaxed);
-                    if !spec.live {
-                        return Err(fail(e));
-                    }
-                    tracing::warn!(%pipeline, error = %e, retry_in_ms = backoff.as_millis() as u64, "source unavailable");
-                    crate::source::sleep_until(Instant::now() + backoff, cancel);
-                    backoff = (backoff * 2).min(MAX_REOPEN_BACKOFF);
-                    continue;
-                }
-            },
-        };
-        match current.next_frame(cancel) {
-            Ok(Some(mut frame)) => {
-                backoff = Duration::from_millis(500);
-                frame.id = next_id;
-                next_id += 1;
-                stats.frames_in.fetch_add(1, Ordering::Relaxed);
-                if tx.send(frame).is_err() {
-                    return Ok(());
-                }
-            }
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
-                stats.source_up.store(false, Ordering::Relaxed);
-                if !spec.live {
-                    return Err(fail(e));
-                }
-                tracing::warn!(%pipeline, error = %e, "source failed; reopening");
-                source = None;
-            }
-        }
-    }
-    Ok(())
+    supervise_source(
+        pipeline,
+        spec.live,
+        cancel,
+        stats,
+        || spec.open(),
+        |s, cancel| s.next_frame(cancel),
+        |mut frame| {
+            frame.id = next_id;
+            next_id += 1;
+            tx.send(frame).is_ok()
+        },
+    )
+    .map_err(|source| PipelineError::Source { pipeline: pipeline.to_string(), source })
 }
 
 /// Linux limits thread names to 15 bytes.

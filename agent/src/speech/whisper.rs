@@ -199,10 +199,3 @@ fn mask(len: usize, ids: &[u32]) -> Vec<bool> {
     }
     m
 }
-
-impl Whisper {
-    #[allow(dead_code)]
-    fn _unused(&self) -> &Tokenizer {
-        &self.tokenizer
-    }
-}
