@@ -96,3 +96,20 @@ fn a_stalled_pipeline_gets_no_keepalives() {
     let pings = receive(&sock, Duration::from_secs(2)).iter().filter(|m| *m == "WATCHDOG=1").count();
     assert!(pings <= 1, "a stalled pipeline must not be kept alive: {pings} pings in 2 s");
 }
+
+#[test]
+fn a_listening_audio_pipeline_keeps_the_watchdog_fed_through_silence_and_speech() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, path) = listen(dir.path());
+    // real-time audio: silence, a sentence (transcribed meanwhile), silence; no result for seconds
+    let wav = common::root().join("tests/fixtures/audio/silence-speech-silence.wav");
+    let pipeline = format!(
+        "[pipelines.mic]\nsource = {{ type = \"wav\", path = \"{}\", realtime = true, loop = true }}\n\
+         stages = [{{ type = \"vad\" }}, {{ type = \"transcribe\" }}]\n",
+        wav.display()
+    );
+    let _child = start(dir.path(), &path, &pipeline);
+    wait_for(&sock, "READY=1", Duration::from_secs(120));
+    let pings = receive(&sock, Duration::from_secs(6)).iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!(pings >= 20, "listening is progress, silent or not: {pings} pings in 6 s");
+}

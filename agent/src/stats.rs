@@ -23,6 +23,8 @@ pub struct PipelineStats {
     pub source_up: AtomicBool,
     /// Frames the capture link dropped to keep the latest.
     pub dropped: Arc<AtomicU64>,
+    /// Audio samples a microphone's ring dropped because the pipeline fell behind.
+    pub overrun_samples: Option<Arc<AtomicU64>>,
     latencies_ms: Mutex<VecDeque<f32>>,
     started: Instant,
 }
@@ -34,6 +36,9 @@ pub struct StatsSnapshot {
     pub frames_done: u64,
     pub results: u64,
     pub dropped: u64,
+    /// Microphone pipelines only: samples lost because the pipeline fell behind the device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overrun_samples: Option<u64>,
     pub errors: u64,
     pub fps: f64,
     pub inference_ms_p50: Option<f32>,
@@ -49,6 +54,7 @@ impl PipelineStats {
             errors: AtomicU64::new(0),
             source_up: AtomicBool::new(false),
             dropped,
+            overrun_samples: None,
             latencies_ms: Mutex::new(VecDeque::with_capacity(WINDOW)),
             started: Instant::now(),
         }
@@ -56,6 +62,11 @@ impl PipelineStats {
 
     pub fn record_inference(&self, ms: f32) {
         self.frames_done.fetch_add(1, Ordering::Relaxed);
+        self.record_latency(ms);
+    }
+
+    /// A model run's time, without a frame finishing (audio: one utterance of many blocks).
+    pub fn record_latency(&self, ms: f32) {
         let mut w = self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner());
         if w.len() == WINDOW {
             w.pop_front();
@@ -77,6 +88,7 @@ impl PipelineStats {
             frames_done: done,
             results: self.results.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            overrun_samples: self.overrun_samples.as_ref().map(|o| o.load(Ordering::Relaxed)),
             errors: self.errors.load(Ordering::Relaxed),
             fps: (done as f64 / secs * 100.0).round() / 100.0,
             inference_ms_p50: pct(0.5),

@@ -29,4 +29,5 @@ pub fn timed_utterances() -> Vec<(f64, f64, String)> {
         .collect()
 }
 
+#[allow(unused_imports)]
 pub use edge_agent::speech::wer::{wer, word_errors};

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -100,7 +100,11 @@ impl AudioPipeline {
         let AudioPipeline { source, vad_plan, vad, whisper } = self;
         let (block_tx, block_rx, _) = link::<Block>(BLOCK_LINK, Policy::Block);
         let (utt_tx, utt_rx, _) = link::<Spoken>(UTTERANCE_LINK, Policy::Block);
-        let stats = Arc::new(PipelineStats::new(source.overruns.clone()));
+        // audio links block, so nothing is dropped between threads; a microphone loses samples
+        // in its own ring instead, counted apart
+        let mut st = PipelineStats::new(Arc::new(AtomicU64::new(0)));
+        st.overrun_samples = source.live.then(|| source.overruns.clone());
+        let stats = Arc::new(st);
         let describe = source.describe.clone();
 
         let (n, st) = (name.clone(), stats.clone());
@@ -170,6 +174,8 @@ impl AudioPipeline {
                     }
                 }
                 pending.drain(..used);
+                // a block is done once the VAD has seen it: the watchdog's measure of progress
+                st.frames_done.fetch_add(1, Ordering::Relaxed);
             }
             // the source ended or was cancelled: what was being said still counts
             handle(seg.flush(), stream_start.unwrap_or_else(SystemTime::now));
@@ -191,7 +197,7 @@ impl AudioPipeline {
                     }
                 };
                 let processing = t.processing();
-                st.record_inference(processing.as_secs_f32() * 1000.0);
+                st.record_latency(processing.as_secs_f32() * 1000.0);
                 if t.text.is_empty() {
                     continue;
                 }
