@@ -31,13 +31,24 @@ fn run(models_dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
 fn shipped_models_verify_and_list() {
     let (ok, out, err) = run(&models(), &["models", "verify"]);
     assert!(ok, "{out}{err}");
-    assert_eq!(out.lines().filter(|l| l.starts_with("ok ")).count(), 4, "{out}");
+    assert!(out.lines().all(|l| l.starts_with("ok ")), "{out}");
+    // vision: 2 files each; silero: 1; whisper: 3 graphs + vocabulary + generation per precision
+    assert_eq!(out.lines().count(), 4 + 1 + 5 + 5, "{out}");
+    for file in ["nanodet.int8.onnx", "silero_vad_16k.onnx", "decoder.int8.onnx", "decoder.fp32.onnx"] {
+        assert!(out.contains(file), "{file} not verified: {out}");
+    }
     let (ok, out, _) = run(&models(), &["models", "list"]);
     assert!(ok);
-    assert!(
-        out.contains("nanodet") && out.contains("blazeface") && out.contains("int8,fp32") || out.contains("fp32,int8"),
-        "{out}"
-    );
+    for (name, task) in [
+        ("nanodet", "detection"),
+        ("blazeface", "detection"),
+        ("whisper-tiny-en", "transcription"),
+        ("silero-vad", "vad"),
+    ] {
+        let line = out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} not listed: {out}"));
+        assert!(line.contains(task), "{line}");
+    }
+    assert!(out.contains("int8,fp32"), "{out}");
 }
 
 #[test]
