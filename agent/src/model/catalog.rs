@@ -148,17 +148,24 @@ impl Catalog {
     fn read_entry(dir: &Path, manifest_path: &Path, text: &str) -> Result<ModelEntry, CatalogError> {
         let bad = |message: String| CatalogError::Manifest { path: manifest_path.to_path_buf(), message };
         let manifest: Manifest = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
-        let labels_path = dir.join(&manifest.labels);
-        let labels: Vec<String> = std::fs::read_to_string(&labels_path)
-            .map_err(|source| CatalogError::Io { path: labels_path.clone(), source })?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect();
-        if labels.is_empty() {
-            return Err(bad(format!("labels file {} is empty", labels_path.display())));
-        }
+        let labels = match (&manifest.labels, manifest.task) {
+            (Some(file), _) => {
+                let labels_path = dir.join(file);
+                let labels: Vec<String> = std::fs::read_to_string(&labels_path)
+                    .map_err(|source| CatalogError::Io { path: labels_path.clone(), source })?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect();
+                if labels.is_empty() {
+                    return Err(bad(format!("labels file {} is empty", labels_path.display())));
+                }
+                labels
+            }
+            (None, super::Task::Detection) => return Err(bad("a detector needs a labels file".into())),
+            (None, _) => Vec::new(),
+        };
         if manifest.variants.is_empty() {
             return Err(bad("no variants".into()));
         }
@@ -213,6 +220,11 @@ impl Catalog {
                 let path = m.dir.join(&variant.file);
                 let report = check_file(&path, &variant.sha256, variant.make.clone());
                 out.push((m.manifest.name.clone(), precision.clone(), path, report));
+            }
+            for head in m.manifest.heads.values() {
+                let path = m.dir.join(&head.file);
+                let report = check_file(&path, &head.sha256, head.make.clone());
+                out.push((m.manifest.name.clone(), Precision::Fp32, path, report));
             }
         }
         for m in self.speech.values() {

@@ -19,19 +19,26 @@ pub struct Manifest {
     pub source: String,
     /// How the ONNX files were produced (script and steps).
     pub conversion: String,
-    /// Labels file, one label per line, relative to the manifest.
-    pub labels: String,
+    /// Labels file, one label per line, relative to the manifest (detectors; a backbone's
+    /// labels come with each head).
+    #[serde(default)]
+    pub labels: Option<String>,
     /// Default score threshold when a stage sets none.
     pub default_threshold: f32,
     pub variants: BTreeMap<Precision, Variant>,
     pub input: InputSpec,
     pub decoder: DecoderSpec,
+    /// Heads shipped for an embedding backbone, by name (`heads/<name>.safetensors`).
+    #[serde(default)]
+    pub heads: BTreeMap<String, Variant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
     Detection,
+    /// A backbone whose output is an embedding that replaceable heads classify.
+    Embedding,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +66,13 @@ pub struct InputSpec {
     pub std: [f32; 3],
     /// How a frame is fitted to the input.
     pub resize: Resize,
+    /// For `center_crop`: the fraction of the shorter side kept.
+    #[serde(default = "default_crop")]
+    pub crop: f32,
+}
+
+fn default_crop() -> f32 {
+    0.875
 }
 
 /// The resize policy the model was calibrated with.
@@ -68,6 +82,8 @@ pub enum Resize {
     /// Keep the aspect ratio, centre, fill the border with the mean colour (0 after
     /// normalisation); boxes are mapped back through the inverse transform.
     Letterbox,
+    /// Crop the centre square (`crop` of the shorter side) and scale it to the input.
+    CenterCrop,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +111,8 @@ pub enum DecoderSpec {
     /// `[1,N,16]` (box centre/size, then 6 key points), anchors on a `grid` with
     /// `anchors` per cell.
     Blazeface { grids: Vec<u32>, anchors: Vec<u32>, scores: Vec<String>, boxes: Vec<String> },
+    /// One output `[1, dim]`: the pooled embedding a head reads.
+    Embedding { output: String, dim: usize },
 }
 
 impl DecoderSpec {
@@ -104,6 +122,7 @@ impl DecoderSpec {
             DecoderSpec::NanodetGfl { scores, boxes, .. } | DecoderSpec::Blazeface { scores, boxes, .. } => {
                 scores.iter().chain(boxes).cloned().collect()
             }
+            DecoderSpec::Embedding { output, .. } => vec![output.clone()],
         }
     }
 }
