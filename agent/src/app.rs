@@ -88,16 +88,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let topics = Topics::new(&config.mqtt.prefix, &device);
     // building loads models: blocking work, kept off the runtime's workers
     let build_config = config.clone();
-    let pipelines = tokio::task::spawn_blocking(move || crate::pipeline::build_all(&build_config, &catalog))
-        .await?
-        .map_err(|errors| anyhow!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
+    let crate::pipeline::Built { pipelines, slots } =
+        tokio::task::spawn_blocking(move || crate::pipeline::build_all(&build_config, &catalog))
+            .await?
+            .map_err(|errors| anyhow!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
     let outbox_dir = config.agent.state_dir.join("outbox");
     let outbox = crate::outbox::Outbox::open(&outbox_dir, config.outbox.max_mb << 20, config.outbox.segment_kb << 10)
         .with_context(|| format!("opening the outbox in {} (agent.state_dir)", outbox_dir.display()))?;
     if !outbox.is_empty() {
         tracing::info!(messages = outbox.stats().messages, "results from an earlier run wait in the outbox");
     }
-    let (conn, incoming) = crate::mqtt::connect(&config.mqtt, &device, topics.clone(), vec![topics.commands()])?;
+    let subscriptions = vec![topics.commands(), topics.model_updates()];
+    let (conn, incoming) = crate::mqtt::connect(&config.mqtt, &device, topics.clone(), subscriptions)?;
     let conn = Arc::new(conn);
 
     let cancel = CancellationToken::new();
@@ -135,8 +137,22 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Duration::from_secs_f64(config.agent.stats_interval_secs),
         cancel.clone(),
     ));
-    let commands_task =
-        tokio::spawn(handle_commands(incoming, health.clone(), topics.clone(), results_tx.clone(), cancel.clone()));
+    // updates are verified and applied on their own thread (file and model work is blocking)
+    let (updates_tx, updates_rx) = crossbeam_channel::bounded(UPDATE_QUEUE);
+    let manager = crate::update::manager::Manager::new(
+        &device,
+        topics.clone(),
+        config.updates.clone(),
+        slots.slots.clone(),
+        results_tx.clone(),
+    );
+    let events = slots.events.clone();
+    let updates_thread = std::thread::Builder::new()
+        .name("updates".into())
+        .spawn(move || manager.run(updates_rx, events))
+        .context("starting the updates thread")?;
+    let router = Router { health: health.clone(), topics: topics.clone(), results: results_tx.clone(), updates: updates_tx };
+    let commands_task = tokio::spawn(handle_commands(incoming, router, cancel.clone()));
     drop(results_tx);
 
     let notifier = Arc::new(crate::sdnotify::Notifier::from_env());
@@ -161,6 +177,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }?;
         stats_task.await?;
         commands_task.await?;
+        // the commands task held the updates queue: the manager ends when it has drained it
+        tokio::task::spawn_blocking(move || updates_thread.join())
+            .await?
+            .map_err(|_| anyhow!("the updates thread panicked"))?;
         publisher.await?;
         let conn = Arc::into_inner(conn).ok_or_else(|| anyhow!("MQTT connection still shared at shutdown"))?;
         conn.close().await?;
@@ -202,20 +222,36 @@ async fn publish_stats(
     }
 }
 
-/// Answers commands until cancelled. Bad payloads get an error ack and a log line.
-async fn handle_commands(
-    mut incoming: mpsc::Receiver<rumqttc::Publish>,
+/// Update requests waiting for the updates thread; more are refused with a log line (the
+/// push client waits for each answer, so this only fills under abuse).
+const UPDATE_QUEUE: usize = 16;
+
+/// Where incoming messages go.
+struct Router {
     health: Arc<crate::health::Health>,
     topics: Topics,
     results: mpsc::Sender<Outgoing>,
-    cancel: CancellationToken,
-) {
+    updates: crossbeam_channel::Sender<crate::update::manager::Incoming>,
+}
+
+/// Answers commands and hands update requests to the updates thread, until cancelled. Bad
+/// payloads get an error ack and a log line.
+async fn handle_commands(mut incoming: mpsc::Receiver<rumqttc::Publish>, router: Router, cancel: CancellationToken) {
     use crate::commands::{Ack, CommandKind, parse, salvage_id};
+    let Router { health, topics, results, updates } = router;
+    let base = topics.base();
     loop {
         let msg = tokio::select! {
             m = incoming.recv() => match m { Some(m) => m, None => return },
             _ = cancel.cancelled() => return,
         };
+        if crate::update::protocol::slot_of_topic(&base, &msg.topic).is_some() {
+            let m = crate::update::manager::Incoming { topic: msg.topic.clone(), payload: msg.payload.to_vec() };
+            if updates.try_send(m).is_err() {
+                tracing::warn!(topic = %msg.topic, "update request dropped: the updates queue is full");
+            }
+            continue;
+        }
         let ack = match parse(&msg.payload) {
             Ok(cmd) => {
                 if cmd.kind == CommandKind::PublishStats {

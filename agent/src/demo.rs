@@ -1,8 +1,9 @@
 //! `edge-agent run` without a config: the whole product in one command. An in-process broker
-//! on a free loopback port, two pipelines over the bundled photos (objects with the int8
-//! NanoDet, faces with the int8 BlazeFace), one over a bundled recording (Silero VAD, then the
-//! int8 Whisper tiny.en), and a subscriber that prints every message the agent publishes. It
-//! ends when every pipeline has gone through its samples once.
+//! on a free loopback port, three pipelines over the bundled photos (objects with the int8
+//! NanoDet, faces with the int8 BlazeFace, labels with the int8 EfficientNet-Lite0 and its
+//! ImageNet head), one over a bundled recording (Silero VAD, then the int8 Whisper tiny.en),
+//! and a subscriber that prints every message the agent publishes. It ends when every
+//! pipeline has gone through its samples once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::config::{
     AgentSettings, Config, DetectStage, MqttSettings, PipelineConfig, Precision, SinkConfig, SourceConfig, StageConfig,
-    Tiling, TranscribeStage, VadStage,
+    ClassifyStage, Tiling, TranscribeStage, VadStage,
 };
 use crate::model::{Catalog, default_models_dir};
 
@@ -76,8 +77,24 @@ pub fn config(port: u16, models_dir: PathBuf, samples: &Path, speech: &Path) -> 
         },
         mqtt: MqttSettings { port, ..Default::default() },
         outbox: Default::default(),
+        updates: Default::default(),
         pipelines: BTreeMap::from([
             ("objects".into(), pipeline("nanodet")),
+            (
+                "labels".into(),
+                PipelineConfig {
+                    source: source.clone(),
+                    stages: vec![StageConfig::Classify(ClassifyStage {
+                        model: "efficientnet-lite0".into(),
+                        precision: Precision::Int8,
+                        head: "imagenet".into(),
+                        slot: None,
+                        top_k: 3,
+                        on: vec![],
+                    })],
+                    sinks: vec![SinkConfig::Mqtt(Default::default())],
+                },
+            ),
             ("faces".into(), pipeline("blazeface")),
             ("speech".into(), speech_pipeline(speech)),
         ]),
@@ -175,8 +192,8 @@ fn summary(payload: &[u8]) -> Option<String> {
             v.get("real_time_factor")?.as_f64()?,
         ));
     }
-    let dets = v.get("detections")?.as_array()?;
     let file = Path::new(v.get("source")?.as_str()?).file_name()?.to_string_lossy().to_string();
+    let dets = v.get("detections").or_else(|| v.get("labels"))?.as_array()?;
     let found: Vec<String> = dets
         .iter()
         .filter_map(|d| Some(format!("{} {:.2}", d.get("label")?.as_str()?, d.get("score")?.as_f64()?)))

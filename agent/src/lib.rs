@@ -6,6 +6,7 @@ pub mod audio;
 pub mod broker;
 pub mod config;
 pub mod demo;
+pub mod head;
 pub mod health;
 pub mod link;
 pub mod logging;
@@ -18,6 +19,7 @@ pub mod publisher;
 pub mod source;
 pub mod speech;
 pub mod stats;
+pub mod update;
 pub mod vision;
 
 pub mod commands;

@@ -57,6 +57,48 @@ enum Command {
         #[arg(required = true)]
         wavs: Vec<PathBuf>,
     },
+    /// Classify images with a backbone and a head; one JSON line per image.
+    Classify {
+        #[arg(long, default_value = "efficientnet-lite0")]
+        model: String,
+        #[arg(long, default_value = "int8")]
+        precision: Precision,
+        /// A head file (default: the model's shipped ImageNet head).
+        #[arg(long)]
+        head: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Train, or inspect, a classification head.
+    Head {
+        #[command(subcommand)]
+        command: HeadCommand,
+    },
+    /// Make an ed25519 key pair for signing updates (`<out>.secret`, `<out>.pub`).
+    Keygen {
+        #[arg(long, default_value = "update-key")]
+        out: PathBuf,
+    },
+    /// Sign a head and send it to a device over MQTT; waits until it is active or rejected.
+    Push {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The head file (from `head train`).
+        #[arg(long)]
+        head: PathBuf,
+        /// The slot to update (default: the head's name).
+        #[arg(long)]
+        slot: Option<String>,
+    },
+    /// Tell a device to return a slot to its previous head (signed).
+    Rollback {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long)]
+        slot: String,
+    },
     /// List the audio capture devices (names for a microphone source's `device`).
     Devices,
     /// List or verify the installed models.
@@ -64,6 +106,56 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// The device's id (its `agent.device_id`).
+    #[arg(long)]
+    device: String,
+    /// The secret key from `keygen`.
+    #[arg(long, default_value = "update-key.secret")]
+    key: PathBuf,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    #[arg(long, default_value = "edge-agent")]
+    prefix: String,
+    /// Seconds to wait for each answer from the device.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+#[derive(Subcommand)]
+enum HeadCommand {
+    /// Fit a head on DATA/<label>/*.png|jpg with the backbone; holds out a validation split.
+    Train {
+        #[arg(long, default_value = "efficientnet-lite0")]
+        backbone: String,
+        #[arg(long, default_value = "int8")]
+        precision: Precision,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Default: the data folder's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Default: the time, as YYYYMMDDTHHMMSSZ.
+        #[arg(long)]
+        version: Option<String>,
+        /// Share of each label's images held out for validation.
+        #[arg(long, default_value_t = 0.2)]
+        holdout: f64,
+        /// L2 penalty on the standardised weights.
+        #[arg(long, default_value_t = 1e-3)]
+        l2: f32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Print a head file's manifest.
+    Info { head: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -150,6 +242,56 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::FAILURE);
             }
         }
+        Command::Classify { model, precision, head, top_k, images } => {
+            if !(1..=100).contains(&top_k) {
+                bail!("--top-k must be in [1, 100]");
+            }
+            let failed =
+                edge_agent::head::cli::classify_files(&catalog()?, &model, &precision, head.as_deref(), top_k, &images)?;
+            if failed {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
+        Command::Head { command: HeadCommand::Train { backbone, precision, data, out, name, version, holdout, l2, seed } } => {
+            let args = edge_agent::head::cli::TrainArgs {
+                backbone: &backbone,
+                precision,
+                data: &data,
+                out: &out,
+                name,
+                version,
+                holdout,
+                l2,
+                seed,
+            };
+            let report = edge_agent::head::cli::train(&catalog()?, args)?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Head { command: HeadCommand::Info { head } } => {
+            println!("{}", serde_json::to_string_pretty(&edge_agent::head::cli::info(&head)?)?);
+        }
+        Command::Keygen { out } => {
+            let key = edge_agent::update::sign::generate()?;
+            let (secret, public) = edge_agent::update::sign::write_pair(&key, &out)?;
+            eprintln!("secret key: {} (keep it off the devices)", secret.display());
+            eprintln!("public key: {} (put it in the devices' updates.trusted_keys)", public.display());
+            println!("{}", edge_agent::update::sign::encode_public(&key.verifying_key()));
+        }
+        Command::Push { target, head, slot } => {
+            let bytes = std::fs::read(&head).with_context(|| format!("reading {}", head.display()))?;
+            let parsed = edge_agent::head::Head::from_bytes(&bytes).with_context(|| head.display().to_string())?;
+            let slot = slot.unwrap_or(parsed.manifest.name.clone());
+            let (t, key) = target.resolve()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let done = rt.block_on(edge_agent::update::push::push_head(&t, &key, &slot, &bytes, print_status))?;
+            eprintln!("{slot}: version {} active on {}", done.version.unwrap_or_default(), t.device);
+        }
+        Command::Rollback { target, slot } => {
+            let (t, key) = target.resolve()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let done = rt.block_on(edge_agent::update::push::rollback(&t, &key, &slot, print_status))?;
+            eprintln!("{slot}: back to {} on {}", done.version.unwrap_or_default(), t.device);
+        }
         Command::Devices => {
             for name in edge_agent::audio::microphone::devices() {
                 println!("{name}");
@@ -192,6 +334,24 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+impl TargetArgs {
+    fn resolve(self) -> Result<(edge_agent::update::push::Target, ed25519_dalek::SigningKey)> {
+        let key = edge_agent::update::sign::read_secret(&self.key)?;
+        let target = edge_agent::update::push::Target {
+            host: self.host,
+            port: self.port,
+            prefix: self.prefix,
+            device: self.device,
+            timeout: std::time::Duration::from_secs(self.timeout.max(1)),
+        };
+        Ok((target, key))
+    }
+}
+
+fn print_status(s: &edge_agent::update::protocol::Status) {
+    println!("{}", serde_json::to_string(s).unwrap_or_default());
 }
 
 fn error_line(path: &std::path::Path, message: &str) -> serde_json::Value {

@@ -8,6 +8,7 @@
 mod audio_checks;
 mod types;
 pub mod validate;
+mod vision_checks;
 
 use std::path::{Path, PathBuf};
 

@@ -16,7 +16,34 @@ pub struct Config {
     #[serde(default)]
     pub outbox: OutboxSettings,
     #[serde(default)]
+    pub updates: UpdateSettings,
+    #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineConfig>,
+}
+
+/// Remote head updates (`.../models/<slot>/update`): who may sign them and how much is taken.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdateSettings {
+    /// Base64 ed25519 public keys (`edge-agent keygen` prints one); no key, no updates.
+    pub trusted_keys: Vec<String>,
+    /// Largest update accepted, in bytes.
+    pub max_bytes: u64,
+    /// A transfer with no chunk for this long is abandoned (its bytes are kept for a resume).
+    pub transfer_timeout_secs: f64,
+    /// A new head that fails in its first this-many inferences is rolled back.
+    pub probation_inferences: u32,
+}
+
+impl Default for UpdateSettings {
+    fn default() -> Self {
+        UpdateSettings {
+            trusted_keys: Vec::new(),
+            max_bytes: 32 << 20,
+            transfer_timeout_secs: 60.0,
+            probation_inferences: 20,
+        }
+    }
 }
 
 /// The disk buffer for results the broker cannot take (under `<state_dir>/outbox`).
@@ -209,8 +236,48 @@ fn default_cam_fps() -> u32 {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StageConfig {
     Detect(DetectStage),
+    Classify(ClassifyStage),
     Vad(VadStage),
     Transcribe(TranscribeStage),
+}
+
+/// Classification: a backbone's embedding scored by a replaceable head, on the whole frame or,
+/// after a `detect` stage, on each detected box.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyStage {
+    /// The backbone (a model with `task = "embedding"`).
+    #[serde(default = "default_backbone")]
+    pub model: String,
+    #[serde(default = "default_precision")]
+    pub precision: Precision,
+    /// The head the slot starts with, one of the backbone's shipped heads.
+    #[serde(default = "default_head")]
+    pub head: String,
+    /// The name updates address (`.../models/<slot>/update`); defaults to the pipeline's name.
+    pub slot: Option<String>,
+    /// Labels published per classification, best first.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    /// After `detect`: classify only boxes with these labels (empty: every box).
+    #[serde(default)]
+    pub on: Vec<String>,
+}
+
+fn default_backbone() -> String {
+    "efficientnet-lite0".into()
+}
+fn default_head() -> String {
+    "imagenet".into()
+}
+fn default_top_k() -> usize {
+    5
+}
+
+impl ClassifyStage {
+    pub fn slot_name(&self, pipeline: &str) -> String {
+        self.slot.clone().unwrap_or_else(|| pipeline.to_string())
+    }
 }
 
 /// Cuts audio into utterances with a voice activity model; only speech reaches `transcribe`.

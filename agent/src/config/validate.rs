@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{AgentSettings, Config, Issue, MqttSettings, PipelineConfig, StageConfig, Tiling};
 use crate::model::Catalog;
 
-const TOP_LEVEL: &[&str] = &["agent", "mqtt", "outbox", "pipelines"];
+const TOP_LEVEL: &[&str] = &["agent", "mqtt", "outbox", "updates", "pipelines"];
 
 /// Deserializes and checks `raw`; either a valid config or every issue found.
 pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
@@ -22,6 +22,10 @@ pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
     let agent: Option<AgentSettings> = part(&mut top, "agent", &mut issues);
     let mqtt: Option<MqttSettings> = part(&mut top, "mqtt", &mut issues);
     let outbox: Option<super::OutboxSettings> = part(&mut top, "outbox", &mut issues);
+    let updates: Option<super::UpdateSettings> = part(&mut top, "updates", &mut issues);
+    if let Some(u) = &updates {
+        super::vision_checks::check_updates(u, &mut issues);
+    }
     if let Some(o) = &outbox
         && (o.segment_kb < 16 || o.segment_kb * 1024 > o.max_mb * 1024 * 1024 || o.max_mb > 1 << 20)
     {
@@ -37,7 +41,7 @@ pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
                     issues.push(issue(&path, "pipeline names use only letters, digits, '_' and '-'"));
                 }
                 if let Some(p) = pipeline(&path, value, &mut issues) {
-                    check_pipeline(&path, &p, catalog, &mut issues);
+                    check_pipeline(&path, &name, &p, catalog, &mut issues);
                     pipelines.insert(name, p);
                 }
             }
@@ -50,8 +54,10 @@ pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
     if let Some(m) = &mqtt {
         check_mqtt(m, &mut issues);
     }
-    match (agent, mqtt, outbox, issues.is_empty()) {
-        (Some(agent), Some(mqtt), Some(outbox), true) => Ok(Config { agent, mqtt, outbox, pipelines }),
+    match (agent, mqtt, outbox, updates, issues.is_empty()) {
+        (Some(agent), Some(mqtt), Some(outbox), Some(updates), true) => {
+            Ok(Config { agent, mqtt, outbox, updates, pipelines })
+        }
         _ => Err(issues),
     }
 }
@@ -132,7 +138,7 @@ fn pipeline(path: &str, value: Value, issues: &mut Vec<Issue>) -> Option<Pipelin
     Some(PipelineConfig { source: source?, stages, sinks: sinks? })
 }
 
-fn check_pipeline(path: &str, p: &PipelineConfig, catalog: &Catalog, issues: &mut Vec<Issue>) {
+fn check_pipeline(path: &str, name: &str, p: &PipelineConfig, catalog: &Catalog, issues: &mut Vec<Issue>) {
     use super::SourceConfig;
     match &p.source {
         SourceConfig::Images { path: pattern, fps, .. } => {
@@ -171,12 +177,14 @@ fn check_pipeline(path: &str, p: &PipelineConfig, catalog: &Catalog, issues: &mu
         super::audio_checks::check_audio_stages(path, &p.stages, catalog, issues);
         return;
     }
-    if p.stages.len() > 1 {
-        issues.push(issue(format!("{path}.stages"), "this version runs exactly one stage per pipeline"));
-    }
+    super::vision_checks::check_chain(path, &p.stages, issues);
+    let mut upstream_labels: Option<Vec<String>> = None;
     for (i, stage) in p.stages.iter().enumerate() {
         let at = format!("{path}.stages[{i}]");
         match stage {
+            StageConfig::Classify(c) => {
+                super::vision_checks::check_classify(&at, name, c, upstream_labels.as_deref(), catalog, issues)
+            }
             StageConfig::Vad(_) | StageConfig::Transcribe(_) => {
                 issues.push(issue(format!("{at}.type"), "audio stages need an audio source (microphone or wav)"))
             }
@@ -187,6 +195,7 @@ fn check_pipeline(path: &str, p: &PipelineConfig, catalog: &Catalog, issues: &mu
                         format!("no model named {:?} (available: {})", d.model, catalog.names().join(", ")),
                     )),
                     Some(m) => {
+                        upstream_labels = Some(m.labels.clone());
                         if m.manifest.task != crate::model::Task::Detection {
                             issues.push(issue(format!("{at}.model"), format!("{:?} is not a detector", d.model)));
                         }

@@ -23,7 +23,8 @@ pub struct Manifest {
     /// labels come with each head).
     #[serde(default)]
     pub labels: Option<String>,
-    /// Default score threshold when a stage sets none.
+    /// Default score threshold when a stage sets none (detectors).
+    #[serde(default)]
     pub default_threshold: f32,
     pub variants: BTreeMap<Precision, Variant>,
     pub input: InputSpec,

@@ -120,6 +120,63 @@ pub fn detect_line(source: &str, image: &RgbImage, out: &DetectOutput) -> Detect
     }
 }
 
+pub const CLASSIFICATION_SCHEMA: &str = "edge-agent.classification.v1";
+
+/// The head that produced labels.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadRef {
+    pub name: String,
+    pub version: String,
+}
+
+/// `<prefix>/<device>/classifications/<pipeline>`: one per frame of a `[classify]` pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassificationMessage {
+    pub schema: &'static str,
+    pub timestamp: String,
+    pub device: String,
+    pub pipeline: String,
+    pub seq: u64,
+    pub source: String,
+    pub frame_id: u64,
+    pub image: ImageSize,
+    /// The backbone.
+    pub model: ModelRef,
+    pub head: HeadRef,
+    pub inference_ms: f64,
+    /// Best first.
+    pub labels: Vec<crate::head::Scored>,
+}
+
+impl ClassificationMessage {
+    pub fn new(
+        device: &str,
+        pipeline: &str,
+        seq: u64,
+        frame: &crate::source::Frame,
+        out: &crate::vision::classify::ClassifyOutput,
+    ) -> ClassificationMessage {
+        ClassificationMessage {
+            schema: CLASSIFICATION_SCHEMA,
+            timestamp: timestamp(frame.captured),
+            device: device.into(),
+            pipeline: pipeline.into(),
+            seq,
+            source: frame.source.clone(),
+            frame_id: frame.id,
+            image: ImageSize { width: frame.image.width(), height: frame.image.height() },
+            model: ModelRef {
+                name: out.backbone.clone(),
+                version: out.backbone_version.clone(),
+                precision: out.precision.to_string(),
+            },
+            head: HeadRef { name: out.head_name.clone(), version: out.head_version.clone() },
+            inference_ms: ms(out.inference),
+            labels: out.labels.clone(),
+        }
+    }
+}
+
 pub const TRANSCRIPT_SCHEMA: &str = "edge-agent.transcript.v1";
 pub const SPEECH_EVENT_SCHEMA: &str = "edge-agent.speech.v1";
 

@@ -43,6 +43,35 @@ impl Topics {
         format!("{}/commands/ack", self.base)
     }
 
+    /// Update requests for a head slot (the agent subscribes to `models/+/update`).
+    pub fn model_update(&self, slot: &str) -> String {
+        format!("{}/models/{slot}/update", self.base)
+    }
+
+    pub fn model_updates(&self) -> String {
+        format!("{}/models/+/update", self.base)
+    }
+
+    /// Answers to update requests.
+    pub fn update_status(&self, slot: &str) -> String {
+        format!("{}/models/{slot}/update/status", self.base)
+    }
+
+    /// Retained: what a slot serves now.
+    pub fn model_active(&self, slot: &str) -> String {
+        format!("{}/models/{slot}/active", self.base)
+    }
+
+    /// Classifications of a pipeline without a detector.
+    pub fn classifications(&self, pipeline: &str) -> String {
+        format!("{}/classifications/{pipeline}", self.base)
+    }
+
+    /// `<prefix>/<device_id>`.
+    pub fn base(&self) -> String {
+        self.base.clone()
+    }
+
     /// Everything of this device, for subscribers.
     pub fn all(&self) -> String {
         format!("{}/#", self.base)

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use stage::Stage;
+pub use stage::{SlotContext, Stage, classifier, probe_image, shipped_head};
 
 use crate::config::{Config, SinkConfig};
 use crate::link::{LinkSender, Policy, link};
@@ -52,9 +52,16 @@ enum Kind {
     Audio(audio::AudioPipeline),
 }
 
+/// Built pipelines and the head slots their classify stages share.
+pub struct Built {
+    pub pipelines: Vec<Pipeline>,
+    pub slots: crate::head::slot::HeadSlots,
+}
+
 /// Builds every pipeline of `config`, loading each model once; reports every failure.
-pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Vec<Pipeline>, Vec<PipelineError>> {
+pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Built, Vec<PipelineError>> {
     let mut pool = ModelPool::default();
+    let mut slots = crate::head::slot::HeadSlots::default();
     let mut speech = audio::SpeechPool::default();
     let mut built = Vec::new();
     let mut errors = Vec::new();
@@ -71,7 +78,13 @@ pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Vec<Pipeline>, Ve
             continue;
         }
         let source = crate::source::build(&p.source).map_err(|e| fail(format!("source: {e}")));
-        let stage = Stage::build(&p.stages, catalog, &mut pool).map_err(|e| fail(format!("stages: {e}")));
+        let mut ctx = SlotContext {
+            state_dir: &config.agent.state_dir,
+            probation: config.updates.probation_inferences,
+            slots: &mut slots,
+        };
+        let stage =
+            Stage::build(name, &p.stages, catalog, &mut pool, &mut ctx).map_err(|e| fail(format!("stages: {e}")));
         match (source, stage) {
             (Ok(source), Ok(stage)) => {
                 let skip_empty = p.sinks.iter().any(|s| matches!(s, SinkConfig::Mqtt(m) if m.skip_empty));
@@ -80,7 +93,7 @@ pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Vec<Pipeline>, Ve
             (source, stage) => errors.extend(source.err().into_iter().chain(stage.err())),
         }
     }
-    if errors.is_empty() { Ok(built) } else { Err(errors) }
+    if errors.is_empty() { Ok(Built { pipelines: built, slots }) } else { Err(errors) }
 }
 
 /// A spawned pipeline.
@@ -148,7 +161,6 @@ fn spawn_vision(
         let inf_stats = stats.clone();
         let inf_name = name.clone();
         let infer_thread = std::thread::Builder::new().name(thread_name("infer", &name)).spawn(move || {
-            let topic = publish.topics.detections(&inf_name);
             let mut seq = 0u64;
             for frame in rx.iter() {
                 match stage.process(&frame) {
@@ -159,7 +171,7 @@ fn spawn_vision(
                         }
                         let payload = result.to_json(&publish.device, &inf_name, seq, &frame);
                         seq += 1;
-                        let msg = Outgoing { topic: topic.clone(), payload, retain: false };
+                        let msg = Outgoing { topic: result.topic(&publish.topics, &inf_name), payload, retain: false };
                         if publish.results.blocking_send(msg).is_err() {
                             tracing::warn!(pipeline = %inf_name, "results channel closed; stopping");
                             return Ok(());

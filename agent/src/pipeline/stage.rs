@@ -1,32 +1,67 @@
-//! The processing stage of a pipeline, built from its config, and what it yields per frame.
+//! The processing stages of a frame pipeline, built from its config, and what they yield per
+//! frame: `[detect]`, `[classify]` or `[detect, classify]` (each box of the chosen labels
+//! cropped and classified).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::StageConfig;
+use crate::config::{ClassifyStage, StageConfig};
+use crate::head::Head;
+use crate::head::slot::{HeadSlot, HeadSlots, SlotSpec};
 use crate::model::{Catalog, ModelPool};
-use crate::mqtt::payload::DetectionsMessage;
+use crate::mqtt::Topics;
+use crate::mqtt::payload::{ClassificationMessage, DetectionsMessage};
 use crate::source::Frame;
+use crate::vision::classify::{ClassifyError, ClassifyOutput, Classifier};
 use crate::vision::detector::{DetectError, DetectOutput, Detector};
+use crate::vision::embed::Backbone;
 
 pub enum Stage {
     Detect(Detector),
+    Classify(Classifier),
+    DetectClassify(Detector, Classifier),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error(transparent)]
+    Classify(#[from] ClassifyError),
 }
 
 /// One frame's result.
 pub enum StageOutput {
     Detections(DetectOutput),
+    Classification(ClassifyOutput),
+}
+
+/// Where a stage's slots live and how long new heads are on probation.
+pub struct SlotContext<'a> {
+    pub state_dir: &'a std::path::Path,
+    pub probation: u32,
+    pub slots: &'a mut HeadSlots,
 }
 
 impl StageOutput {
     pub fn inference(&self) -> Duration {
         match self {
             StageOutput::Detections(d) => d.inference,
+            StageOutput::Classification(c) => c.inference,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         match self {
             StageOutput::Detections(d) => d.detections.is_empty(),
+            StageOutput::Classification(c) => c.labels.is_empty(),
+        }
+    }
+
+    pub fn topic(&self, topics: &Topics, pipeline: &str) -> String {
+        match self {
+            StageOutput::Detections(_) => topics.detections(pipeline),
+            StageOutput::Classification(_) => topics.classifications(pipeline),
         }
     }
 
@@ -34,32 +69,103 @@ impl StageOutput {
     pub fn to_json(&self, device: &str, pipeline: &str, seq: u64, frame: &Frame) -> Vec<u8> {
         match self {
             StageOutput::Detections(d) => {
-                let msg = DetectionsMessage::new(device, pipeline, seq, frame, d);
-                serde_json::to_vec(&msg).unwrap_or_default()
+                serde_json::to_vec(&DetectionsMessage::new(device, pipeline, seq, frame, d)).unwrap_or_default()
+            }
+            StageOutput::Classification(c) => {
+                serde_json::to_vec(&ClassificationMessage::new(device, pipeline, seq, frame, c)).unwrap_or_default()
             }
         }
     }
 }
 
 impl Stage {
-    /// Builds the stage chain; this version runs exactly one stage per pipeline.
-    pub fn build(stages: &[StageConfig], catalog: &Catalog, pool: &mut ModelPool) -> Result<Stage, String> {
-        let [only] = stages else {
-            return Err(format!("exactly one stage per pipeline is supported, got {}", stages.len()));
+    /// Builds the stage chain of pipeline `pipeline` (validated: one of the three shapes).
+    pub fn build(
+        pipeline: &str,
+        stages: &[StageConfig],
+        catalog: &Catalog,
+        pool: &mut ModelPool,
+        ctx: &mut SlotContext<'_>,
+    ) -> Result<Stage, String> {
+        let detector = |d: &crate::config::DetectStage, pool: &mut ModelPool| -> Result<Detector, String> {
+            let entry = catalog.get(&d.model).ok_or_else(|| format!("no model named {:?}", d.model))?;
+            let model = pool.get_or_load(entry, &d.precision).map_err(|e| e.to_string())?;
+            Ok(Detector::new(model, d.clone()))
         };
-        match only {
-            StageConfig::Detect(d) => {
-                let entry = catalog.get(&d.model).ok_or_else(|| format!("no model named {:?}", d.model))?;
-                let model = pool.get_or_load(entry, &d.precision).map_err(|e| e.to_string())?;
-                Ok(Stage::Detect(Detector::new(model, d.clone())))
+        match stages {
+            [StageConfig::Detect(d)] => Ok(Stage::Detect(detector(d, pool)?)),
+            [StageConfig::Classify(c)] => Ok(Stage::Classify(classifier(pipeline, c, catalog, pool, ctx)?)),
+            [StageConfig::Detect(d), StageConfig::Classify(c)] => {
+                Ok(Stage::DetectClassify(detector(d, pool)?, classifier(pipeline, c, catalog, pool, ctx)?))
             }
-            StageConfig::Vad(_) | StageConfig::Transcribe(_) => Err("audio stages need an audio source".into()),
+            _ => Err("a frame pipeline runs [detect], [classify] or [detect, classify]".into()),
         }
     }
 
-    pub fn process(&self, frame: &Frame) -> Result<StageOutput, DetectError> {
+    pub fn process(&self, frame: &Frame) -> Result<StageOutput, StageError> {
         match self {
             Stage::Detect(d) => Ok(StageOutput::Detections(d.detect(&frame.image)?)),
+            Stage::Classify(c) => Ok(StageOutput::Classification(c.classify_frame(&frame.image)?)),
+            Stage::DetectClassify(d, c) => {
+                let mut out = d.detect(&frame.image)?;
+                let crops = c.classify_detections(&frame.image, &mut out)?;
+                out.inference += crops;
+                Ok(StageOutput::Detections(out))
+            }
         }
     }
+}
+
+/// The classifier of a classify stage: its backbone from the pool, its slot from the registry
+/// (opened on first use: the persisted head, else the shipped one).
+pub fn classifier(
+    pipeline: &str,
+    c: &ClassifyStage,
+    catalog: &Catalog,
+    pool: &mut ModelPool,
+    ctx: &mut SlotContext<'_>,
+) -> Result<Classifier, String> {
+    let entry = catalog.get(&c.model).ok_or_else(|| format!("no model named {:?}", c.model))?;
+    let model = pool.get_or_load(entry, &c.precision).map_err(|e| e.to_string())?;
+    let backbone = Backbone::new(model).map_err(|e| e.to_string())?;
+    let name = c.slot_name(pipeline);
+    let slot = match ctx.slots.slots.get(&name) {
+        Some(s) if s.backbone_sha256 == backbone.sha256() => s.clone(),
+        Some(_) => return Err(format!("slot {name:?} is used by stages with different backbones")),
+        None => {
+            let shipped = shipped_head(entry, &c.head)?;
+            let probe = backbone.embed(&probe_image(), None).map_err(|e| format!("probe: {e}"))?.0;
+            let spec = SlotSpec {
+                name: &name,
+                backbone: &c.model,
+                backbone_sha256: &backbone.sha256(),
+                dim: backbone.dim(),
+                shipped,
+                state_dir: ctx.state_dir,
+                probation: ctx.probation,
+                probe,
+            };
+            let slot = Arc::new(HeadSlot::open(spec, ctx.slots.events_tx.clone()));
+            tracing::info!(slot = %name, head = %slot.active_version(), "head slot open");
+            ctx.slots.slots.insert(name, slot.clone());
+            slot
+        }
+    };
+    Ok(Classifier { backbone, slot, top_k: c.top_k, on: c.on.clone() })
+}
+
+/// A shipped head, checked against the model manifest's sha256.
+pub fn shipped_head(entry: &crate::model::ModelEntry, name: &str) -> Result<Head, String> {
+    let v = entry.manifest.heads.get(name).ok_or_else(|| format!("model {} ships no head {name:?}", entry.manifest.name))?;
+    let path = entry.dir.join(&v.file);
+    let actual = crate::model::sha256_file(&path).map_err(|e| format!("head {}: {e}", path.display()))?;
+    if !actual.eq_ignore_ascii_case(&v.sha256) {
+        return Err(format!("head {}: sha256 {actual} does not match the manifest", path.display()));
+    }
+    Head::from_file(&path).map_err(|e| format!("head {}: {e}", path.display()))
+}
+
+/// A fixed synthetic picture (colour ramps) whose embedding trial-runs new heads.
+pub fn probe_image() -> image::RgbImage {
+    image::RgbImage::from_fn(224, 224, |x, y| image::Rgb([x as u8, y as u8, ((x + y) / 2) as u8]))
 }

@@ -95,6 +95,7 @@ impl Detector {
                 class_id: c.class_id,
                 score: round(c.score, 4),
                 bbox: c.bbox.map(|v| round(v, 1)),
+                classification: None,
             })
             .collect();
         Ok(DetectOutput {

@@ -2,7 +2,9 @@
 //! tiling plans for large frames, output decoders, NMS, and the detector that ties them.
 
 pub mod decode;
+pub mod classify;
 pub mod detector;
+pub mod embed;
 pub mod nms;
 pub mod preprocess;
 pub mod tiling;
@@ -22,6 +24,9 @@ pub struct Detection {
     /// `[x1, y1, x2, y2]` in source-image pixels, rounded to 0.1.
     #[serde(rename = "box")]
     pub bbox: [f64; 4],
+    /// Labels of the box's crop, best first, when a classify stage follows the detector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Vec<crate::head::Scored>>,
 }
 
 /// A candidate box before labels are attached.

@@ -1,8 +1,10 @@
-//! Letterboxing a region of a frame into a model's input tensor, and mapping boxes back.
+//! Fitting a region of a frame into a model's input tensor: letterboxing for detectors (and
+//! mapping boxes back), centre cropping for classification backbones.
 //!
-//! The region is scaled to fit the input while keeping its aspect ratio, centred, and the
-//! border is filled with the value 0 after normalisation (the mean colour). Models were
-//! calibrated with exactly this rule (scripts/models/calibration.py).
+//! Letterbox: the region is scaled to fit the input while keeping its aspect ratio, centred,
+//! and the border is filled with the value 0 after normalisation (the mean colour). Centre
+//! crop: the centre square of `crop` times the shorter side is scaled to the input. Models were
+//! calibrated with exactly these rules (scripts/models/calibration.py, efficientnet.py).
 
 use image::{RgbImage, imageops};
 use tract_onnx::prelude::*;
@@ -54,14 +56,36 @@ pub fn letterbox(frame: &RgbImage, region: Region, spec: &InputSpec) -> (Tensor,
     } else {
         imageops::resize(&view.to_image(), nw, nh, imageops::FilterType::Triangle)
     };
+    let tensor = to_tensor(&resized, (x0, y0), spec);
+    let transform =
+        Transform { scale, pad_x: x0 as f32, pad_y: y0 as f32, origin_x: region.x as f32, origin_y: region.y as f32 };
+    (tensor, transform)
+}
+
+/// Builds the input tensor from the centre square of `region`: `spec.crop` of its shorter
+/// side, scaled (bilinear) to the input size.
+pub fn center_crop(frame: &RgbImage, region: Region, spec: &InputSpec) -> Tensor {
+    let side = ((region.w.min(region.h) as f32 * spec.crop.clamp(0.05, 1.0)).round() as u32).max(1);
+    let (x, y) = (region.x + (region.w - side.min(region.w)) / 2, region.y + (region.h - side.min(region.h)) / 2);
+    let view = imageops::crop_imm(frame, x, y, side.min(region.w), side.min(region.h)).to_image();
+    let resized = imageops::resize(&view, spec.width, spec.height, imageops::FilterType::Triangle);
+    to_tensor(&resized, (0, 0), spec)
+}
+
+/// Normalises `img` into a zeroed input tensor at offset `(x0, y0)`, in the model's colour
+/// order and layout.
+fn to_tensor(img: &RgbImage, (x0, y0): (u32, u32), spec: &InputSpec) -> Tensor {
     let order: [usize; 3] = match spec.color {
         ColorOrder::Rgb => [0, 1, 2],
         ColorOrder::Bgr => [2, 1, 0],
     };
-    let (w, h) = (iw as usize, ih as usize);
+    let (w, h) = (spec.width as usize, spec.height as usize);
     let mut data = vec![0f32; 3 * w * h];
-    for (x, y, px) in resized.enumerate_pixels() {
+    for (x, y, px) in img.enumerate_pixels() {
         let (ox, oy) = ((x + x0) as usize, (y + y0) as usize);
+        if ox >= w || oy >= h {
+            continue;
+        }
         for (c, &channel) in order.iter().enumerate() {
             let v = (px.0[channel] as f32 - spec.mean[c]) / spec.std[c];
             let at = match spec.layout {
@@ -72,10 +96,7 @@ pub fn letterbox(frame: &RgbImage, region: Region, spec: &InputSpec) -> (Tensor,
         }
     }
     let shape = crate::model::input_shape_of(spec);
-    let tensor = Tensor::from_shape(&shape, &data).expect("shape matches data length");
-    let transform =
-        Transform { scale, pad_x: x0 as f32, pad_y: y0 as f32, origin_x: region.x as f32, origin_y: region.y as f32 };
-    (tensor, transform)
+    Tensor::from_shape(&shape, &data).expect("shape matches data length")
 }
 
 #[cfg(test)]
@@ -93,6 +114,7 @@ mod tests {
             mean: [0.0; 3],
             std: [1.0; 3],
             resize: crate::model::Resize::Letterbox,
+            crop: 0.875,
         }
     }
 
@@ -110,6 +132,22 @@ mod tests {
         assert_eq!(v[[0, 0, 7, 3]], 0.0);
         let b = tf.to_source([0.0, 2.0, 8.0, 6.0]);
         assert_eq!(b, [0.0, 0.0, 16.0, 8.0]);
+    }
+
+    #[test]
+    fn center_crop_keeps_the_middle_of_the_shorter_side() {
+        // left half red, right half blue, a green bar in the middle third
+        let frame = RgbImage::from_fn(30, 10, |x, _| match x {
+            0..10 => image::Rgb([255, 0, 0]),
+            10..20 => image::Rgb([0, 255, 0]),
+            _ => image::Rgb([0, 0, 255]),
+        });
+        let mut s = spec(Layout::Nchw, ColorOrder::Rgb);
+        s.crop = 1.0;
+        let t = center_crop(&frame, Region { x: 0, y: 0, w: 30, h: 10 }, &s);
+        let v = t.to_plain_array_view::<f32>().unwrap();
+        // the 10x10 centre square is all green
+        assert!((0..8).all(|x| v[[0, 1, x, 4]] == 255.0 && v[[0, 0, x, 4]] == 0.0));
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub enum DecodeError {
     Shape { index: usize, shape: Vec<usize>, expected: String },
     #[error("output {0} is not f32")]
     Type(usize),
+    #[error("the model is an embedding backbone, not a detector")]
+    NotDetector,
 }
 
 /// Decodes `outputs` (in the manifest's order) into candidates scoring at least `threshold`.
@@ -30,6 +32,7 @@ pub fn decode(
             nanodet::decode(strides, *bins, outputs, input, classes, threshold)
         }
         DecoderSpec::Blazeface { grids, anchors, .. } => blazeface::decode(grids, anchors, outputs, input, threshold),
+        DecoderSpec::Embedding { .. } => Err(DecodeError::NotDetector),
     }
 }
 

@@ -1,0 +1,374 @@
+//! The device side of updates, on its own `updates` thread: checks each request, assembles
+//! chunks on disk (resumable), verifies the result, persists it, swaps it into its slot and
+//! answers every step on `.../models/<slot>/update/status`.
+//!
+//! Nothing is trusted before its signature is: the manifest is verified against the
+//! configured keys first, then its claims (slot, device, version, size, backbone, freshness);
+//! bytes are only kept for a verified manifest, written under the slot's own folder, and the
+//! finished file must match the signed sha256 and size, parse as a head that fits the
+//! backbone, and give finite scores on a probe before it replaces anything.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use crossbeam_channel::{Receiver, select};
+use ed25519_dalek::VerifyingKey;
+use tokio::sync::mpsc;
+
+use super::protocol::{Request, RollbackOrder, State, Status, UpdateManifest, parse, slot_of_topic};
+use super::sign;
+use crate::config::UpdateSettings;
+use crate::head::slot::{HeadSlot, SlotEvent};
+use crate::head::{Head, valid_name};
+use crate::mqtt::{Outgoing, Topics};
+
+/// A message from the broker on an update topic.
+pub struct Incoming {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+struct Transfer {
+    id: String,
+    manifest: UpdateManifest,
+    /// The signed manifest text and signature, stored beside the head.
+    record: serde_json::Value,
+    part: PathBuf,
+    file: std::fs::File,
+    received: u64,
+    last: Instant,
+}
+
+pub struct Manager {
+    device: String,
+    topics: Topics,
+    settings: UpdateSettings,
+    trusted: Vec<VerifyingKey>,
+    slots: BTreeMap<String, Arc<HeadSlot>>,
+    transfers: BTreeMap<String, Transfer>,
+    out: mpsc::Sender<Outgoing>,
+}
+
+/// A rejection: the reason goes back to the sender.
+type Reject = String;
+
+impl Manager {
+    pub fn new(
+        device: &str,
+        topics: Topics,
+        settings: UpdateSettings,
+        slots: BTreeMap<String, Arc<HeadSlot>>,
+        out: mpsc::Sender<Outgoing>,
+    ) -> Manager {
+        let trusted = settings.trusted_keys.iter().filter_map(|k| sign::public_key(k).ok()).collect();
+        Manager { device: device.into(), topics, settings, trusted, slots, transfers: BTreeMap::new(), out }
+    }
+
+    /// Runs until `requests` closes: requests, slot events, and idle-transfer checks.
+    pub fn run(mut self, requests: Receiver<Incoming>, events: Receiver<SlotEvent>) {
+        for slot in self.slots.values() {
+            self.publish_active(slot);
+        }
+        // events from opening the slots (a stored head that failed to load) come first
+        while let Ok(e) = events.try_recv() {
+            self.on_event(e);
+        }
+        loop {
+            select! {
+                recv(requests) -> msg => match msg {
+                    Ok(m) => self.on_message(&m),
+                    Err(_) => return,
+                },
+                recv(events) -> e => if let Ok(e) = e { self.on_event(e) },
+                default(Duration::from_millis(250)) => {}
+            }
+            self.expire_idle();
+        }
+    }
+
+    fn send(&self, slot: &str, status: Status) {
+        let payload = serde_json::to_vec(&status).unwrap_or_default();
+        let msg = Outgoing { topic: self.topics.update_status(slot), payload, retain: false };
+        if self.out.blocking_send(msg).is_err() {
+            tracing::debug!("results channel closed; update status not published");
+        }
+    }
+
+    /// The retained description of what a slot serves now.
+    fn publish_active(&self, slot: &HeadSlot) {
+        let active = slot.active();
+        let m = &active.head.manifest;
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "schema": "edge-agent.model-active.v1",
+            "slot": slot.name,
+            "version": active.version,
+            "head": m.name,
+            "labels": m.labels.len(),
+            "backbone": slot.backbone,
+            "previous": slot.previous_version(),
+        }))
+        .unwrap_or_default();
+        let msg = Outgoing { topic: self.topics.model_active(&slot.name), payload, retain: true };
+        let _ = self.out.blocking_send(msg);
+    }
+
+    fn on_message(&mut self, m: &Incoming) {
+        let Some(slot) = slot_of_topic(&self.topics.base(), &m.topic) else { return };
+        let slot = slot.to_string();
+        let request = match parse(&m.payload) {
+            Ok(r) => r,
+            Err(reason) => {
+                let id = crate::commands::salvage_id(&m.payload);
+                tracing::warn!(%slot, %reason, "bad update request");
+                return self.send(&sanitize(&slot), Status::new(id.as_deref(), &sanitize(&slot), State::Rejected).reason(reason));
+            }
+        };
+        let id = request.id().to_string();
+        if !valid_name(&slot) || !self.slots.contains_key(&slot) {
+            let reason = if valid_name(&slot) {
+                format!("no classify stage uses slot {slot:?}")
+            } else {
+                "invalid slot name (letters, digits, '.', '_', '-'; no path)".to_string()
+            };
+            tracing::warn!(slot = %sanitize(&slot), %reason, "update rejected");
+            return self.send(&sanitize(&slot), Status::new(Some(&id), &sanitize(&slot), State::Rejected).reason(reason));
+        }
+        let result = match request {
+            Request::Begin { manifest, signature, .. } => self.begin(&slot, &id, &manifest, &signature),
+            Request::Chunk { offset, total, data, .. } => self.chunk(&slot, &id, offset, total, &data),
+            Request::Rollback { order, signature, .. } => self.rollback(&slot, &id, &order, &signature),
+        };
+        if let Err(reason) = result {
+            tracing::warn!(%slot, %id, %reason, "update rejected");
+            let version = self.transfers.get(&slot).filter(|t| t.id == id).map(|t| t.manifest.version.clone());
+            if version.is_some() {
+                self.transfers.remove(&slot);
+            }
+            let mut status = Status::new(Some(&id), &slot, State::Rejected).reason(reason);
+            status.version = version;
+            self.send(&slot, status);
+        }
+    }
+
+    /// Checks a signed text and returns which key signed it.
+    fn verify_signature(&self, text: &str, signature: &str) -> Result<usize, Reject> {
+        if self.trusted.is_empty() {
+            return Err("updates are disabled: no trusted keys configured (updates.trusted_keys)".into());
+        }
+        sign::verify(&self.trusted, text.as_bytes(), signature).map_err(|e| format!("signature: {e}"))
+    }
+
+    fn check_claims(&self, slot: &HeadSlot, for_slot: &str, device: &str, issued_at: u64) -> Result<(), Reject> {
+        if for_slot != slot.name {
+            return Err(format!("signed for slot {for_slot:?}, sent to {:?}", slot.name));
+        }
+        if device != "*" && device != self.device {
+            return Err(format!("signed for device {device:?}, this is {:?}", self.device));
+        }
+        let last = slot.store.last_issued_at();
+        if issued_at <= last {
+            return Err(format!("stale or replayed order: issued_at {issued_at} is not after {last}"));
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, slot_name: &str, id: &str, text: &str, signature: &str) -> Result<(), Reject> {
+        self.verify_signature(text, signature)?;
+        let manifest: UpdateManifest = serde_json::from_str(text).map_err(|e| format!("manifest: {e}"))?;
+        let slot = self.slots[slot_name].clone();
+        self.check_claims(&slot, &manifest.slot, &manifest.device, manifest.issued_at)?;
+        if !valid_name(&manifest.version) || manifest.version.starts_with("shipped") {
+            return Err(format!("invalid version {:?} (letters, digits, '.', '_', '-')", manifest.version));
+        }
+        if manifest.size == 0 || manifest.size > self.settings.max_bytes {
+            return Err(format!("size {} is not in 1..={} bytes (updates.max_bytes)", manifest.size, self.settings.max_bytes));
+        }
+        if manifest.sha256.len() != 64 || !manifest.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("sha256 is not 64 hex digits".into());
+        }
+        if manifest.backbone_sha256.to_lowercase() != slot.backbone_sha256 {
+            return Err(format!("for another backbone: slot {:?} runs {}", slot.name, slot.backbone));
+        }
+        let sha = manifest.sha256.to_lowercase();
+        let incoming = slot.store.incoming();
+        std::fs::create_dir_all(&incoming).map_err(|e| format!("cannot store: {e}"))?;
+        // one partial transfer per slot is kept: drop other slots' leftovers of this slot
+        for e in std::fs::read_dir(&incoming).into_iter().flatten().filter_map(Result::ok) {
+            if e.file_name().to_string_lossy() != format!("{sha}.part") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let part = incoming.join(format!("{sha}.part"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&part)
+            .map_err(|e| format!("cannot store: {e}"))?;
+        let mut received = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if received > manifest.size {
+            file.set_len(0).map_err(|e| format!("cannot store: {e}"))?;
+            received = 0;
+        }
+        let status = Status::new(Some(id), slot_name, State::Received).version(&manifest.version).progress(received, manifest.size);
+        tracing::info!(slot = %slot_name, version = %manifest.version, size = manifest.size, resume_at = received, "update announced");
+        let record = serde_json::json!({ "manifest": text, "signature": signature });
+        let transfer = Transfer { id: id.into(), manifest, record, part, file, received, last: Instant::now() };
+        self.transfers.insert(slot_name.into(), transfer);
+        self.send(slot_name, status);
+        if received == self.transfers[slot_name].manifest.size {
+            return self.finish(slot_name);
+        }
+        Ok(())
+    }
+
+    fn chunk(&mut self, slot_name: &str, id: &str, offset: u64, total: u64, data: &str) -> Result<(), Reject> {
+        let t = match self.transfers.get_mut(slot_name) {
+            Some(t) if t.id == id => t,
+            _ => return Err(format!("no transfer {id:?} in progress for slot {slot_name:?} (send begin first)")),
+        };
+        if total != t.manifest.size {
+            return Err(format!("chunk says total {total}, the signed manifest {}", t.manifest.size));
+        }
+        let bytes = B64.decode(data).map_err(|_| "chunk data is not base64".to_string())?;
+        if offset != t.received {
+            // a repeat or a gap: say where to continue
+            let s = Status::new(Some(id), slot_name, State::Received).version(&t.manifest.version).progress(t.received, total);
+            self.send(slot_name, s);
+            return Ok(());
+        }
+        if offset + bytes.len() as u64 > total {
+            let _ = std::fs::remove_file(&t.part);
+            return Err(format!("chunk at {offset} of {} bytes runs past the end ({total})", bytes.len()));
+        }
+        t.file.write_all(&bytes).map_err(|e| format!("cannot store: {e}"))?;
+        t.received += bytes.len() as u64;
+        t.last = Instant::now();
+        if t.received < total {
+            let s = Status::new(Some(id), slot_name, State::Received).version(&t.manifest.version).progress(t.received, total);
+            self.send(slot_name, s);
+            return Ok(());
+        }
+        self.finish(slot_name)
+    }
+
+    /// All bytes are here: verify, persist, swap.
+    fn finish(&mut self, slot_name: &str) -> Result<(), Reject> {
+        let started = Instant::now();
+        let t = self.transfers.remove(slot_name).ok_or("no transfer")?;
+        let slot = self.slots[slot_name].clone();
+        let reject = |t: &Transfer, reason: String| {
+            let _ = std::fs::remove_file(&t.part);
+            Err::<(), _>(reason)
+        };
+        let reject_status = |reason: String| Status::new(Some(&t.id), slot_name, State::Rejected).version(&t.manifest.version).reason(reason);
+        let bytes = match std::fs::read(&t.part) {
+            Ok(b) => b,
+            Err(e) => return reject(&t, format!("cannot read the received file: {e}")),
+        };
+        let sha = crate::update::sha256_hex(&bytes);
+        let checked = if bytes.len() as u64 != t.manifest.size {
+            Err(format!("received {} bytes, the manifest says {}", bytes.len(), t.manifest.size))
+        } else if sha != t.manifest.sha256.to_lowercase() {
+            Err(format!("sha256 mismatch: received {sha}, signed {}", t.manifest.sha256))
+        } else {
+            Head::from_bytes(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|h| {
+                    if h.manifest.version != t.manifest.version {
+                        return Err(format!("head says version {:?}, the manifest {:?}", h.manifest.version, t.manifest.version));
+                    }
+                    slot.check(&h).map(|_| h)
+                })
+        };
+        let head = match checked {
+            Ok(h) => h,
+            Err(reason) => {
+                self.send(slot_name, reject_status(reason.clone()));
+                let _ = std::fs::remove_file(&t.part);
+                tracing::warn!(slot = %slot_name, %reason, "update rejected");
+                return Ok(());
+            }
+        };
+        let version = t.manifest.version.clone();
+        self.send(slot_name, Status::new(Some(&t.id), slot_name, State::Verified).version(&version));
+        let record = serde_json::to_vec_pretty(&t.record).unwrap_or_default();
+        let persisted = slot
+            .store
+            .install(&version, &bytes, &record)
+            .and_then(|_| slot.store.activate(&version))
+            .and_then(|_| slot.store.set_last_issued_at(t.manifest.issued_at));
+        if let Err(e) = persisted {
+            return reject(&t, format!("cannot persist the head: {e}"));
+        }
+        let verify_ms = started.elapsed().as_secs_f64() * 1e3;
+        let swap_started = Instant::now();
+        slot.activate(head, &version);
+        let swap_us = swap_started.elapsed().as_secs_f64() * 1e6;
+        let _ = std::fs::remove_file(&t.part);
+        tracing::info!(slot = %slot_name, %version, verify_ms, swap_us, "head active");
+        self.send(slot_name, Status::new(Some(&t.id), slot_name, State::Active).version(&version));
+        self.publish_active(&slot);
+        Ok(())
+    }
+
+    fn rollback(&mut self, slot_name: &str, id: &str, text: &str, signature: &str) -> Result<(), Reject> {
+        self.verify_signature(text, signature)?;
+        let order: RollbackOrder = serde_json::from_str(text).map_err(|e| format!("order: {e}"))?;
+        let slot = self.slots[slot_name].clone();
+        self.check_claims(&slot, &order.slot, &order.device, order.issued_at)?;
+        if slot.previous_version().is_none() {
+            return Err("nothing to roll back to: the shipped head is active".into());
+        }
+        slot.store.rollback().map_err(|e| format!("cannot roll back on disk: {e}"))?;
+        slot.store.set_last_issued_at(order.issued_at).map_err(|e| format!("cannot persist: {e}"))?;
+        let restored = slot.restore_previous().unwrap_or_default();
+        tracing::info!(slot = %slot_name, %restored, "rolled back by request");
+        self.send(slot_name, Status::new(Some(id), slot_name, State::RolledBack).version(&restored));
+        self.publish_active(&slot);
+        Ok(())
+    }
+
+    fn on_event(&mut self, e: SlotEvent) {
+        let SlotEvent::AutoRolledBack { slot, failed, restored, reason } = e;
+        if let Some(s) = self.slots.get(&slot).cloned() {
+            if s.store.current().as_deref() == Some(failed.as_str()) {
+                if let Err(e) = s.store.rollback() {
+                    tracing::error!(%slot, error = %e, "cannot persist the automatic rollback");
+                }
+            }
+            self.publish_active(&s);
+        }
+        let reason = format!("{failed}: {reason}");
+        self.send(&slot, Status::new(None, &slot, State::RolledBack).version(&restored).reason(reason));
+    }
+
+    fn expire_idle(&mut self) {
+        let timeout = Duration::from_secs_f64(self.settings.transfer_timeout_secs);
+        let idle: Vec<String> =
+            self.transfers.iter().filter(|(_, t)| t.last.elapsed() > timeout).map(|(s, _)| s.clone()).collect();
+        for slot in idle {
+            if let Some(t) = self.transfers.remove(&slot) {
+                let reason = format!(
+                    "incomplete: {} of {} bytes, no chunk for {:.0} s (begin again to resume)",
+                    t.received,
+                    t.manifest.size,
+                    timeout.as_secs_f64()
+                );
+                tracing::warn!(%slot, %reason, "update abandoned");
+                let s = Status::new(Some(&t.id), &slot, State::Rejected).version(&t.manifest.version).reason(reason);
+                self.send(&slot, s.progress(t.received, t.manifest.size));
+            }
+        }
+    }
+}
+
+/// A topic level fit to echo back in a status topic (no wildcards or separators).
+fn sanitize(s: &str) -> String {
+    let clean: String = s.chars().filter(|c| !matches!(c, '/' | '+' | '#' | '\0')).take(64).collect();
+    if clean.is_empty() { "_".into() } else { clean }
+}

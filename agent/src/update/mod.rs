@@ -1,0 +1,19 @@
+//! Remote head updates: signing keys, the wire protocol, the device-side manager that
+//! verifies and swaps heads, and the `push` / `rollback` client.
+
+pub mod manager;
+pub mod protocol;
+pub mod push;
+pub mod sign;
+
+use sha2::{Digest, Sha256};
+
+/// Hex sha256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Seconds since the epoch (what `issued_at` holds).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,175 @@
+//! The wire format of updates. Requests arrive on `<prefix>/<device>/models/<slot>/update`;
+//! statuses leave on `.../models/<slot>/update/status`, each with the request's `id`.
+//!
+//! ```json
+//! {"op":"begin","id":"a1","manifest":"{\"kind\":\"head\",...}","signature":"<base64>"}
+//! {"op":"chunk","id":"a1","offset":0,"total":81234,"data":"<base64>"}
+//! {"op":"rollback","id":"a2","order":"{\"slot\":\"door\",...}","signature":"<base64>"}
+//! ```
+//!
+//! What is signed is the manifest (or order) *text* exactly as sent, so no canonical JSON is
+//! needed; the payload's bytes are bound to it by `sha256` and `size`. `issued_at` must grow
+//! per slot, so a captured message cannot be replayed.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest request message (a 256 KiB chunk in base64 plus JSON).
+pub const MAX_REQUEST_BYTES: usize = 400 * 1024;
+/// Chunk size the push client uses.
+pub const CHUNK_BYTES: usize = 192 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Announces a signed update; answered with `received` and the offset to send from.
+    Begin { id: String, manifest: String, signature: String },
+    /// Bytes `[offset, offset + len)` of the payload.
+    Chunk { id: String, offset: u64, total: u64, data: String },
+    /// Reactivates the slot's previous head.
+    Rollback { id: String, order: String, signature: String },
+}
+
+impl Request {
+    pub fn id(&self) -> &str {
+        match self {
+            Request::Begin { id, .. } | Request::Chunk { id, .. } | Request::Rollback { id, .. } => id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Head,
+}
+
+/// The signed description of an update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateManifest {
+    pub kind: Kind,
+    /// The slot to update.
+    pub slot: String,
+    pub version: String,
+    /// Hex sha256 and byte size of the payload.
+    pub sha256: String,
+    pub size: u64,
+    /// The backbone file the head was trained on (its sha256).
+    pub backbone_sha256: String,
+    /// The device this is for, or `*` for any.
+    pub device: String,
+    /// Seconds since the epoch when signed; must exceed the slot's last accepted order.
+    pub issued_at: u64,
+}
+
+/// The signed rollback order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackOrder {
+    pub slot: String,
+    pub device: String,
+    pub issued_at: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Bytes up to `offset` are stored; send from there.
+    Received,
+    /// sha256, signature, shapes, backbone and a trial inference passed.
+    Verified,
+    /// The new head is serving.
+    Active,
+    Rejected,
+    RolledBack,
+}
+
+/// One status message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub schema: String,
+    pub id: Option<String>,
+    pub slot: String,
+    pub state: State,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Milliseconds since the epoch.
+    pub ts: u64,
+}
+
+pub const STATUS_SCHEMA: &str = "edge-agent.update-status.v1";
+
+impl Status {
+    pub fn new(id: Option<&str>, slot: &str, state: State) -> Status {
+        Status {
+            schema: STATUS_SCHEMA.into(),
+            id: id.map(|s| s.chars().take(128).collect()),
+            slot: slot.into(),
+            state,
+            version: None,
+            offset: None,
+            total: None,
+            reason: None,
+            ts: now_ms(),
+        }
+    }
+
+    pub fn version(mut self, v: &str) -> Status {
+        self.version = Some(v.into());
+        self
+    }
+
+    pub fn reason(mut self, r: impl Into<String>) -> Status {
+        self.reason = Some(r.into());
+        self
+    }
+
+    pub fn progress(mut self, offset: u64, total: u64) -> Status {
+        (self.offset, self.total) = (Some(offset), Some(total));
+        self
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Parses a request (size-limited, unknown fields refused).
+pub fn parse(payload: &[u8]) -> Result<Request, String> {
+    if payload.len() > MAX_REQUEST_BYTES {
+        return Err(format!("message of {} bytes is over the {MAX_REQUEST_BYTES}-byte limit", payload.len()));
+    }
+    serde_json::from_slice(payload).map_err(|e| format!("not an update request: {e}"))
+}
+
+/// The slot named by an update topic `<base>/models/<slot>/update`.
+pub fn slot_of_topic<'a>(base: &str, topic: &'a str) -> Option<&'a str> {
+    topic.strip_prefix(base)?.strip_prefix("/models/")?.strip_suffix("/update")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_strictly() {
+        let r = parse(br#"{"op":"chunk","id":"x","offset":3,"total":9,"data":"AAAA"}"#).unwrap();
+        assert_eq!(r.id(), "x");
+        assert!(parse(br#"{"op":"chunk","id":"x","offset":3,"total":9,"data":"","extra":1}"#).is_err());
+        assert!(parse(br#"{"op":"format_disk"}"#).is_err());
+        assert!(parse(&vec![b' '; MAX_REQUEST_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn slot_comes_from_the_topic() {
+        assert_eq!(slot_of_topic("ea/pi", "ea/pi/models/door/update"), Some("door"));
+        assert_eq!(slot_of_topic("ea/pi", "ea/pi/models/door/update/status"), None);
+        assert_eq!(slot_of_topic("ea/pi", "ea/other/models/door/update"), None);
+    }
+}
