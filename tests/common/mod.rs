@@ -298,7 +298,9 @@ pub fn config(port: u16, device: &str, pipelines: &[(&str, &str, &str)], source_
 
 /// Publishes one message (QoS 1) and waits for the broker's ack.
 pub fn publish(port: u16, topic: &str, payload: &[u8]) {
-    let (client, mut conn) = Client::new(MqttOptions::new(format!("pub-{}", std::process::id()), "127.0.0.1", port), 8);
+    let mut opts = MqttOptions::new(format!("pub-{}", std::process::id()), "127.0.0.1", port);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut conn) = Client::new(opts, 8);
     client.publish(topic, QoS::AtLeastOnce, false, payload.to_vec()).unwrap();
     for event in conn.iter() {
         if let Ok(Event::Incoming(Packet::PubAck(_))) = event {

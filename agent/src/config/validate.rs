@@ -362,10 +362,37 @@ mod tests {
                 "pipelines.b.source.buffer_secs: must be in (0, 60]",
                 "pipelines.b.source.channels: must be in [1, 8]",
                 "pipelines.c.stages: an audio source needs exactly",
-                "pipelines.d.stages: this version runs exactly one stage",
                 "pipelines.d.stages[0].type: audio stages need an audio source",
                 "pipelines.d.stages[1].type: audio stages need an audio source",
                 "pipelines.e.source.gain: unknown field `gain`",
+            ],
+        );
+    }
+
+    #[test]
+    fn classify_stages_and_updates_are_checked() {
+        check_toml(
+            &format!("[pipelines.door]\n{SOURCE}\nstages = [{{ type = \"detect\", model = \"nanodet\" }}, {{ type = \"classify\", on = [\"cat\"] }}]"),
+            &[],
+        );
+        check_toml(
+            &format!(
+                "[updates]\ntrusted_keys = [\"bm90IGEga2V5\"]\nmax_bytes = 1\n\
+                 [pipelines.a]\n{SOURCE}\nstages = [{{ type = \"classify\", model = \"nanodet\", top_k = 0 }}]\n\
+                 [pipelines.b]\n{SOURCE}\nstages = [{{ type = \"classify\", head = \"birds\", slot = \"../x\", on = [\"cat\"] }}]\n\
+                 [pipelines.c]\n{SOURCE}\nstages = [{{ type = \"classify\" }}, {{ type = \"detect\", model = \"nanodet\" }}]\n\
+                 [pipelines.d]\n{SOURCE}\nstages = [{{ type = \"detect\", model = \"nanodet\" }}, {{ type = \"classify\", on = [\"unicorn\"] }}]"
+            ),
+            &[
+                "updates.trusted_keys[0]: not a base64 ed25519 public key",
+                "updates.max_bytes: must be in [1 KiB, 1 GiB]",
+                "pipelines.a.stages[0].model: \"nanodet\" is not an embedding backbone",
+                "pipelines.a.stages[0].top_k: must be in [1, 100]",
+                "pipelines.b.stages[0].head: model \"efficientnet-lite0\" ships no head \"birds\"",
+                "pipelines.b.stages[0].slot: use 1 to 64 of letters",
+                "pipelines.b.stages[0].on: only applies after a detect stage",
+                "pipelines.c.stages: a frame pipeline runs [detect], [classify] or [detect, classify]",
+                "pipelines.d.stages[1].on: the detector has no label \"unicorn\"",
             ],
         );
     }

@@ -5,7 +5,7 @@
 //! <version>/update.json        the signed manifest and signature it came with
 //! current -> <version>         symlink, replaced by rename (atomic); absent: the shipped head
 //! previous -> <version>        what `rollback` returns to; absent: the shipped head
-//! issued_at                    the last accepted order's time (replay protection)
+//! issued_at_ms                 the last accepted order's time (replay protection)
 //! incoming/<sha256>.part       a transfer in progress, kept across restarts for resuming
 //! ```
 //!
@@ -85,15 +85,15 @@ impl HeadStore {
         self.pointer("previous")
     }
 
-    pub fn last_issued_at(&self) -> u64 {
-        std::fs::read_to_string(self.dir.join("issued_at")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    pub fn last_issued_at_ms(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("issued_at_ms")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
     }
 
-    pub fn set_last_issued_at(&self, t: u64) -> io::Result<()> {
+    pub fn set_last_issued_at_ms(&self, t: u64) -> io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let tmp = self.dir.join(".issued_at.tmp");
+        let tmp = self.dir.join(".issued_at_ms.tmp");
         write_synced(&tmp, t.to_string().as_bytes())?;
-        std::fs::rename(tmp, self.dir.join("issued_at"))
+        std::fs::rename(tmp, self.dir.join("issued_at_ms"))
     }
 
     fn pointer(&self, name: &str) -> Option<String> {
@@ -180,11 +180,11 @@ mod tests {
     }
 
     #[test]
-    fn issued_at_persists() {
+    fn issued_at_ms_persists() {
         let dir = tempfile::tempdir().unwrap();
         let s = HeadStore::new(dir.path(), "door");
-        assert_eq!(s.last_issued_at(), 0);
-        s.set_last_issued_at(42).unwrap();
-        assert_eq!(HeadStore::new(dir.path(), "door").last_issued_at(), 42);
+        assert_eq!(s.last_issued_at_ms(), 0);
+        s.set_last_issued_at_ms(42).unwrap();
+        assert_eq!(HeadStore::new(dir.path(), "door").last_issued_at_ms(), 42);
     }
 }

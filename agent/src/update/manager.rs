@@ -163,16 +163,16 @@ impl Manager {
         sign::verify(&self.trusted, text.as_bytes(), signature).map_err(|e| format!("signature: {e}"))
     }
 
-    fn check_claims(&self, slot: &HeadSlot, for_slot: &str, device: &str, issued_at: u64) -> Result<(), Reject> {
+    fn check_claims(&self, slot: &HeadSlot, for_slot: &str, device: &str, issued_at_ms: u64) -> Result<(), Reject> {
         if for_slot != slot.name {
             return Err(format!("signed for slot {for_slot:?}, sent to {:?}", slot.name));
         }
         if device != "*" && device != self.device {
             return Err(format!("signed for device {device:?}, this is {:?}", self.device));
         }
-        let last = slot.store.last_issued_at();
-        if issued_at <= last {
-            return Err(format!("stale or replayed order: issued_at {issued_at} is not after {last}"));
+        let last = slot.store.last_issued_at_ms();
+        if issued_at_ms <= last {
+            return Err(format!("stale or replayed order: issued_at_ms {issued_at_ms} is not after {last}"));
         }
         Ok(())
     }
@@ -181,7 +181,7 @@ impl Manager {
         self.verify_signature(text, signature)?;
         let manifest: UpdateManifest = serde_json::from_str(text).map_err(|e| format!("manifest: {e}"))?;
         let slot = self.slots[slot_name].clone();
-        self.check_claims(&slot, &manifest.slot, &manifest.device, manifest.issued_at)?;
+        self.check_claims(&slot, &manifest.slot, &manifest.device, manifest.issued_at_ms)?;
         if !valid_name(&manifest.version) || manifest.version.starts_with("shipped") {
             return Err(format!("invalid version {:?} (letters, digits, '.', '_', '-')", manifest.version));
         }
@@ -301,7 +301,7 @@ impl Manager {
             .store
             .install(&version, &bytes, &record)
             .and_then(|_| slot.store.activate(&version))
-            .and_then(|_| slot.store.set_last_issued_at(t.manifest.issued_at));
+            .and_then(|_| slot.store.set_last_issued_at_ms(t.manifest.issued_at_ms));
         if let Err(e) = persisted {
             return reject(&t, format!("cannot persist the head: {e}"));
         }
@@ -320,12 +320,12 @@ impl Manager {
         self.verify_signature(text, signature)?;
         let order: RollbackOrder = serde_json::from_str(text).map_err(|e| format!("order: {e}"))?;
         let slot = self.slots[slot_name].clone();
-        self.check_claims(&slot, &order.slot, &order.device, order.issued_at)?;
+        self.check_claims(&slot, &order.slot, &order.device, order.issued_at_ms)?;
         if slot.previous_version().is_none() {
             return Err("nothing to roll back to: the shipped head is active".into());
         }
         slot.store.rollback().map_err(|e| format!("cannot roll back on disk: {e}"))?;
-        slot.store.set_last_issued_at(order.issued_at).map_err(|e| format!("cannot persist: {e}"))?;
+        slot.store.set_last_issued_at_ms(order.issued_at_ms).map_err(|e| format!("cannot persist: {e}"))?;
         let restored = slot.restore_previous().unwrap_or_default();
         tracing::info!(slot = %slot_name, %restored, "rolled back by request");
         self.send(slot_name, Status::new(Some(id), slot_name, State::RolledBack).version(&restored));

@@ -8,8 +8,8 @@
 //! ```
 //!
 //! What is signed is the manifest (or order) *text* exactly as sent, so no canonical JSON is
-//! needed; the payload's bytes are bound to it by `sha256` and `size`. `issued_at` must grow
-//! per slot, so a captured message cannot be replayed.
+//! needed; the payload's bytes are bound to it by `sha256` and `size`. `issued_at_ms` must grow
+//! per slot (milliseconds), so a captured message cannot be replayed.
 
 use serde::{Deserialize, Serialize};
 
@@ -58,8 +58,8 @@ pub struct UpdateManifest {
     pub backbone_sha256: String,
     /// The device this is for, or `*` for any.
     pub device: String,
-    /// Seconds since the epoch when signed; must exceed the slot's last accepted order.
-    pub issued_at: u64,
+    /// Milliseconds since the epoch when signed; must exceed the slot's last accepted order.
+    pub issued_at_ms: u64,
 }
 
 /// The signed rollback order.
@@ -68,7 +68,7 @@ pub struct UpdateManifest {
 pub struct RollbackOrder {
     pub slot: String,
     pub device: String,
-    pub issued_at: u64,
+    pub issued_at_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

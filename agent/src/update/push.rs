@@ -11,7 +11,7 @@ use ed25519_dalek::SigningKey;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use super::protocol::{CHUNK_BYTES, Kind, Request, RollbackOrder, State, Status, UpdateManifest};
-use super::{sha256_hex, sign, unix_now};
+use super::{sha256_hex, sign, unix_now_ms};
 use crate::head::Head;
 use crate::mqtt::Topics;
 
@@ -55,7 +55,7 @@ pub async fn push_head(
         size: head_bytes.len() as u64,
         backbone_sha256: head.manifest.backbone_sha256.clone(),
         device: target.device.clone(),
-        issued_at: unix_now(),
+        issued_at_ms: unix_now_ms(),
     };
     let text = serde_json::to_string(&manifest).unwrap_or_default();
     let id = format!("push-{}-{}", manifest.version, crate::update::protocol::now_ms());
@@ -70,7 +70,7 @@ pub async fn rollback(
     slot: &str,
     on_status: impl FnMut(&Status),
 ) -> Result<Status, PushError> {
-    let order = RollbackOrder { slot: slot.into(), device: target.device.clone(), issued_at: unix_now() };
+    let order = RollbackOrder { slot: slot.into(), device: target.device.clone(), issued_at_ms: unix_now_ms() };
     let text = serde_json::to_string(&order).unwrap_or_default();
     let id = format!("rollback-{}", crate::update::protocol::now_ms());
     let req = Request::Rollback { id: id.clone(), signature: sign::sign(key, text.as_bytes()), order: text };
