@@ -43,7 +43,7 @@ fn every_error_is_reported_with_its_path_and_the_file() {
         assert!(stderr.contains(&path.display().to_string()), "{cmd}: file not named: {stderr}");
         for needle in [
             "mqtt.prot: unknown field `prot`",
-            r#"pipelines.front_door.stages[0].model: no model named "nanodt" (available: blazeface, nanodet, silero-vad, whisper-tiny-en)"#,
+            r#"pipelines.front_door.stages[0].model: no model named "nanodt" (available: blazeface, efficientnet-lite0, nanodet, silero-vad, whisper-tiny-en)"#,
             "pipelines.garden.stages[0].threshold: must be in (0, 1), got 1.5",
         ] {
             assert!(stderr.contains(needle), "{cmd}: missing {needle:?} in:\n{stderr}");

@@ -32,9 +32,17 @@ fn shipped_models_verify_and_list() {
     let (ok, out, err) = run(&models(), &["models", "verify"]);
     assert!(ok, "{out}{err}");
     assert!(out.lines().all(|l| l.starts_with("ok ")), "{out}");
-    // vision: 2 files each; silero: 1; whisper: 3 graphs + vocabulary + generation per precision
-    assert_eq!(out.lines().count(), 4 + 1 + 5 + 5, "{out}");
-    for file in ["nanodet.int8.onnx", "silero_vad_16k.onnx", "decoder.int8.onnx", "decoder.fp32.onnx"] {
+    // detectors: 2 files each; backbone: 2 + its ImageNet head; silero: 1; whisper: 3 graphs +
+    // vocabulary + generation per precision
+    assert_eq!(out.lines().count(), 4 + 3 + 1 + 5 + 5, "{out}");
+    for file in [
+        "nanodet.int8.onnx",
+        "silero_vad_16k.onnx",
+        "decoder.int8.onnx",
+        "decoder.fp32.onnx",
+        "backbone.int8.onnx",
+        "heads/imagenet.safetensors",
+    ] {
         assert!(out.contains(file), "{file} not verified: {out}");
     }
     let (ok, out, _) = run(&models(), &["models", "list"]);
@@ -44,6 +52,7 @@ fn shipped_models_verify_and_list() {
         ("blazeface", "detection"),
         ("whisper-tiny-en", "transcription"),
         ("silero-vad", "vad"),
+        ("efficientnet-lite0", "embedding"),
     ] {
         let line = out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} not listed: {out}"));
         assert!(line.contains(task), "{line}");
