@@ -75,7 +75,14 @@ struct Crafted<'a> {
 }
 
 impl Crafted<'_> {
-    fn send(&self, id: &str, manifest: &UpdateManifest, signature: Signature<'_>, bytes: &[u8], max_chunks: usize) -> serde_json::Value {
+    fn send(
+        &self,
+        id: &str,
+        manifest: &UpdateManifest,
+        signature: Signature<'_>,
+        bytes: &[u8],
+        max_chunks: usize,
+    ) -> serde_json::Value {
         let text = serde_json::to_string(manifest).unwrap();
         let signature = match signature {
             Signature::By(key) => sign::sign(key, text.as_bytes()),
@@ -213,7 +220,13 @@ fn a_trained_head_is_pushed_verified_swapped_kept_and_rolled_back() {
     let r = reason(crafted.send("traversal-version", &climbing, Signature::By(&key), &bytes, usize::MAX));
     assert!(r.contains("invalid version"), "{r}");
     let outside = Crafted { port: broker.port, slot: "..", rx: &rx };
-    let r = reason(outside.send("traversal-slot", &UpdateManifest { slot: "..".into(), ..good(8) }, Signature::By(&key), &bytes, 0));
+    let r = reason(outside.send(
+        "traversal-slot",
+        &UpdateManifest { slot: "..".into(), ..good(8) },
+        Signature::By(&key),
+        &bytes,
+        0,
+    ));
     assert!(r.contains("invalid slot name"), "{r}");
     let replayed = UpdateManifest { issued_at_ms: 1, ..good(0) };
     let r = reason(crafted.send("replayed", &replayed, Signature::By(&key), &bytes, usize::MAX));

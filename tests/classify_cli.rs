@@ -40,7 +40,9 @@ fn expected(photo: &str) -> &'static [&'static str] {
         "camera" => &["tripod", "reflex camera"],
         "motorcycle" => &["moped", "motor scooter, scooter", "crash helmet"],
         "rocket" => &["missile", "projectile, missile", "space shuttle"],
-        "grace_hopper" => &["military uniform", "academic gown, academic robe, judge's robe", "mortarboard", "suit, suit of clothes"],
+        "grace_hopper" => {
+            &["military uniform", "academic gown, academic robe, judge's robe", "mortarboard", "suit, suit of clothes"]
+        }
         "astronaut" => &["football helmet", "bobsled, bobsleigh, bob", "space shuttle", "crash helmet"],
         other => panic!("no known answer for {other}"),
     }
@@ -83,7 +85,10 @@ fn a_trained_head_classifies_unseen_digits_and_bad_heads_are_errors() {
     }
     let head = dir.path().join("digits.safetensors");
     let mut c = agent();
-    c.args(["head", "train", "--holdout", "0", "--name", "digits", "--version", "1", "--data"]).arg(&data).arg("--out").arg(&head);
+    c.args(["head", "train", "--holdout", "0", "--name", "digits", "--version", "1", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&head);
     let (status, _, stderr) = run_with_timeout(c, Duration::from_secs(300));
     assert!(status.success(), "{stderr}");
 
@@ -123,7 +128,8 @@ fn detected_boxes_are_cropped_and_classified() {
     let msgs = collect_until(&rx, Duration::from_secs(60), |m| m.topic.contains("/detections/"));
     let v = msgs.last().unwrap().json();
     let cat = v["detections"].as_array().unwrap().iter().find(|d| d["label"] == "cat").expect("NanoDet finds the cat");
-    let top: Vec<&str> = cat["classification"].as_array().unwrap().iter().map(|l| l["label"].as_str().unwrap()).collect();
+    let top: Vec<&str> =
+        cat["classification"].as_array().unwrap().iter().map(|l| l["label"].as_str().unwrap()).collect();
     assert!(top.iter().any(|l| l.contains("cat")), "the cat's crop: {top:?}");
     assert!(running.wait().unwrap().success());
 }

@@ -151,7 +151,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .name("updates".into())
         .spawn(move || manager.run(updates_rx, events))
         .context("starting the updates thread")?;
-    let router = Router { health: health.clone(), topics: topics.clone(), results: results_tx.clone(), updates: updates_tx };
+    let router =
+        Router { health: health.clone(), topics: topics.clone(), results: results_tx.clone(), updates: updates_tx };
     let commands_task = tokio::spawn(handle_commands(incoming, router, cancel.clone()));
     drop(results_tx);
 

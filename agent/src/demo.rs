@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::config::{
-    AgentSettings, Config, DetectStage, MqttSettings, PipelineConfig, Precision, SinkConfig, SourceConfig, StageConfig,
-    ClassifyStage, Tiling, TranscribeStage, VadStage,
+    AgentSettings, ClassifyStage, Config, DetectStage, MqttSettings, PipelineConfig, Precision, SinkConfig,
+    SourceConfig, StageConfig, Tiling, TranscribeStage, VadStage,
 };
 use crate::model::{Catalog, default_models_dir};
 

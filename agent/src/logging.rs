@@ -1,8 +1,8 @@
-//! Log setup: `tracing` to stderr, filtered by `RUST_LOG` (default `info`, the embedded broker at `warn`), so stdout stays
+//! Log setup: `tracing` to stderr, filtered by `RUST_LOG` (default `info`; the embedded demo broker is silent, as its readiness probe would read as a failed client), so stdout stays
 //! free for the JSON lines of `detect` and the demo's messages.
 
 pub fn init() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }

@@ -246,13 +246,21 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             if !(1..=100).contains(&top_k) {
                 bail!("--top-k must be in [1, 100]");
             }
-            let failed =
-                edge_agent::head::cli::classify_files(&catalog()?, &model, &precision, head.as_deref(), top_k, &images)?;
+            let failed = edge_agent::head::cli::classify_files(
+                &catalog()?,
+                &model,
+                &precision,
+                head.as_deref(),
+                top_k,
+                &images,
+            )?;
             if failed {
                 return Ok(std::process::ExitCode::FAILURE);
             }
         }
-        Command::Head { command: HeadCommand::Train { backbone, precision, data, out, name, version, holdout, l2, seed } } => {
+        Command::Head {
+            command: HeadCommand::Train { backbone, precision, data, out, name, version, holdout, l2, seed },
+        } => {
             let args = edge_agent::head::cli::TrainArgs {
                 backbone: &backbone,
                 precision,

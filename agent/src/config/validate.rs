@@ -372,7 +372,9 @@ mod tests {
     #[test]
     fn classify_stages_and_updates_are_checked() {
         check_toml(
-            &format!("[pipelines.door]\n{SOURCE}\nstages = [{{ type = \"detect\", model = \"nanodet\" }}, {{ type = \"classify\", on = [\"cat\"] }}]"),
+            &format!(
+                "[pipelines.door]\n{SOURCE}\nstages = [{{ type = \"detect\", model = \"nanodet\" }}, {{ type = \"classify\", on = [\"cat\"] }}]"
+            ),
             &[],
         );
         check_toml(

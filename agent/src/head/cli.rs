@@ -42,7 +42,8 @@ pub fn embed_all(backbone: &Backbone, paths: &[PathBuf]) -> Vec<Result<Vec<f32>,
         ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise}, eta {eta}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let results: Vec<Mutex<Option<Result<Vec<f32>, String>>>> = paths.iter().map(|_| Mutex::new(None)).collect();
+    type Slot = Mutex<Option<Result<Vec<f32>, String>>>;
+    let results: Vec<Slot> = paths.iter().map(|_| Mutex::new(None)).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4);
     std::thread::scope(|s| {

@@ -76,7 +76,7 @@ impl Head {
 
     fn check(&self) -> Result<(), HeadError> {
         let (n, d) = (self.manifest.labels.len(), self.manifest.input_dim);
-        if n < 2 || n > MAX_CLASSES {
+        if !(2..=MAX_CLASSES).contains(&n) {
             return Err(HeadError::Shape(format!("{n} labels; a head needs 2..={MAX_CLASSES}")));
         }
         if d == 0 || d > 65_536 {
@@ -117,8 +117,7 @@ impl Head {
             input_dim: field("input_dim")?
                 .parse()
                 .map_err(|_| HeadError::Metadata("input_dim is not a number".into()))?,
-            labels: serde_json::from_str(field("labels")?)
-                .map_err(|e| HeadError::Metadata(format!("labels: {e}")))?,
+            labels: serde_json::from_str(field("labels")?).map_err(|e| HeadError::Metadata(format!("labels: {e}")))?,
             metrics: meta.get("metrics").and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default(),
             created: meta.get("created").cloned().unwrap_or_default(),
         };

@@ -333,7 +333,9 @@ mod tests {
         let (s, events) = slot(dir.path(), 1);
         assert_eq!(s.active_version(), "1");
         assert_eq!(s.previous_version().as_deref(), Some("shipped:t"));
-        assert!(matches!(events.try_recv(), Ok(SlotEvent::AutoRolledBack { failed, restored, .. }) if failed == "2" && restored == "1"));
+        assert!(
+            matches!(events.try_recv(), Ok(SlotEvent::AutoRolledBack { failed, restored, .. }) if failed == "2" && restored == "1")
+        );
         assert_eq!(store.current().as_deref(), Some("1"));
     }
 }

@@ -12,7 +12,7 @@ use crate::model::{Catalog, ModelPool};
 use crate::mqtt::Topics;
 use crate::mqtt::payload::{ClassificationMessage, DetectionsMessage};
 use crate::source::Frame;
-use crate::vision::classify::{ClassifyError, ClassifyOutput, Classifier};
+use crate::vision::classify::{Classifier, ClassifyError, ClassifyOutput};
 use crate::vision::detector::{DetectError, DetectOutput, Detector};
 use crate::vision::embed::Backbone;
 
@@ -156,7 +156,11 @@ pub fn classifier(
 
 /// A shipped head, checked against the model manifest's sha256.
 pub fn shipped_head(entry: &crate::model::ModelEntry, name: &str) -> Result<Head, String> {
-    let v = entry.manifest.heads.get(name).ok_or_else(|| format!("model {} ships no head {name:?}", entry.manifest.name))?;
+    let v = entry
+        .manifest
+        .heads
+        .get(name)
+        .ok_or_else(|| format!("model {} ships no head {name:?}", entry.manifest.name))?;
     let path = entry.dir.join(&v.file);
     let actual = crate::model::sha256_file(&path).map_err(|e| format!("head {}: {e}", path.display()))?;
     if !actual.eq_ignore_ascii_case(&v.sha256) {

@@ -125,7 +125,10 @@ impl Manager {
             Err(reason) => {
                 let id = crate::commands::salvage_id(&m.payload);
                 tracing::warn!(%slot, %reason, "bad update request");
-                return self.send(&sanitize(&slot), Status::new(id.as_deref(), &sanitize(&slot), State::Rejected).reason(reason));
+                return self.send(
+                    &sanitize(&slot),
+                    Status::new(id.as_deref(), &sanitize(&slot), State::Rejected).reason(reason),
+                );
             }
         };
         let id = request.id().to_string();
@@ -136,7 +139,8 @@ impl Manager {
                 "invalid slot name (letters, digits, '.', '_', '-'; no path)".to_string()
             };
             tracing::warn!(slot = %sanitize(&slot), %reason, "update rejected");
-            return self.send(&sanitize(&slot), Status::new(Some(&id), &sanitize(&slot), State::Rejected).reason(reason));
+            return self
+                .send(&sanitize(&slot), Status::new(Some(&id), &sanitize(&slot), State::Rejected).reason(reason));
         }
         let result = match request {
             Request::Begin { manifest, signature, .. } => self.begin(&slot, &id, &manifest, &signature),
@@ -186,7 +190,10 @@ impl Manager {
             return Err(format!("invalid version {:?} (letters, digits, '.', '_', '-')", manifest.version));
         }
         if manifest.size == 0 || manifest.size > self.settings.max_bytes {
-            return Err(format!("size {} is not in 1..={} bytes (updates.max_bytes)", manifest.size, self.settings.max_bytes));
+            return Err(format!(
+                "size {} is not in 1..={} bytes (updates.max_bytes)",
+                manifest.size, self.settings.max_bytes
+            ));
         }
         if manifest.sha256.len() != 64 || !manifest.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("sha256 is not 64 hex digits".into());
@@ -214,7 +221,9 @@ impl Manager {
             file.set_len(0).map_err(|e| format!("cannot store: {e}"))?;
             received = 0;
         }
-        let status = Status::new(Some(id), slot_name, State::Received).version(&manifest.version).progress(received, manifest.size);
+        let status = Status::new(Some(id), slot_name, State::Received)
+            .version(&manifest.version)
+            .progress(received, manifest.size);
         tracing::info!(slot = %slot_name, version = %manifest.version, size = manifest.size, resume_at = received, "update announced");
         let record = serde_json::json!({ "manifest": text, "signature": signature });
         let transfer = Transfer { id: id.into(), manifest, record, part, file, received, last: Instant::now() };
@@ -237,7 +246,9 @@ impl Manager {
         let bytes = B64.decode(data).map_err(|_| "chunk data is not base64".to_string())?;
         if offset != t.received {
             // a repeat or a gap: say where to continue
-            let s = Status::new(Some(id), slot_name, State::Received).version(&t.manifest.version).progress(t.received, total);
+            let s = Status::new(Some(id), slot_name, State::Received)
+                .version(&t.manifest.version)
+                .progress(t.received, total);
             self.send(slot_name, s);
             return Ok(());
         }
@@ -249,7 +260,9 @@ impl Manager {
         t.received += bytes.len() as u64;
         t.last = Instant::now();
         if t.received < total {
-            let s = Status::new(Some(id), slot_name, State::Received).version(&t.manifest.version).progress(t.received, total);
+            let s = Status::new(Some(id), slot_name, State::Received)
+                .version(&t.manifest.version)
+                .progress(t.received, total);
             self.send(slot_name, s);
             return Ok(());
         }
@@ -265,7 +278,9 @@ impl Manager {
             let _ = std::fs::remove_file(&t.part);
             Err::<(), _>(reason)
         };
-        let reject_status = |reason: String| Status::new(Some(&t.id), slot_name, State::Rejected).version(&t.manifest.version).reason(reason);
+        let reject_status = |reason: String| {
+            Status::new(Some(&t.id), slot_name, State::Rejected).version(&t.manifest.version).reason(reason)
+        };
         let bytes = match std::fs::read(&t.part) {
             Ok(b) => b,
             Err(e) => return reject(&t, format!("cannot read the received file: {e}")),
@@ -276,14 +291,15 @@ impl Manager {
         } else if sha != t.manifest.sha256.to_lowercase() {
             Err(format!("sha256 mismatch: received {sha}, signed {}", t.manifest.sha256))
         } else {
-            Head::from_bytes(&bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|h| {
-                    if h.manifest.version != t.manifest.version {
-                        return Err(format!("head says version {:?}, the manifest {:?}", h.manifest.version, t.manifest.version));
-                    }
-                    slot.check(&h).map(|_| h)
-                })
+            Head::from_bytes(&bytes).map_err(|e| e.to_string()).and_then(|h| {
+                if h.manifest.version != t.manifest.version {
+                    return Err(format!(
+                        "head says version {:?}, the manifest {:?}",
+                        h.manifest.version, t.manifest.version
+                    ));
+                }
+                slot.check(&h).map(|_| h)
+            })
         };
         let head = match checked {
             Ok(h) => h,
@@ -336,10 +352,10 @@ impl Manager {
     fn on_event(&mut self, e: SlotEvent) {
         let SlotEvent::AutoRolledBack { slot, failed, restored, reason } = e;
         if let Some(s) = self.slots.get(&slot).cloned() {
-            if s.store.current().as_deref() == Some(failed.as_str()) {
-                if let Err(e) = s.store.rollback() {
-                    tracing::error!(%slot, error = %e, "cannot persist the automatic rollback");
-                }
+            if s.store.current().as_deref() == Some(failed.as_str())
+                && let Err(e) = s.store.rollback()
+            {
+                tracing::error!(%slot, error = %e, "cannot persist the automatic rollback");
             }
             self.publish_active(&s);
         }

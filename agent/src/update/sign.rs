@@ -60,8 +60,7 @@ pub fn write_pair(key: &SigningKey, stem: &Path) -> Result<(std::path::PathBuf, 
 }
 
 pub fn read_secret(path: &Path) -> Result<SigningKey, SignError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| SignError::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| SignError::Io { path: path.to_path_buf(), source })?;
     let bytes = B64.decode(text.trim()).map_err(|_| SignError::SecretKey { path: path.to_path_buf() })?;
     let seed: [u8; 32] = bytes.try_into().map_err(|_| SignError::SecretKey { path: path.to_path_buf() })?;
     Ok(SigningKey::from_bytes(&seed))

@@ -1,8 +1,8 @@
 //! Vision: turning frames into detections. Preprocessing (letterbox into the model's input),
 //! tiling plans for large frames, output decoders, NMS, and the detector that ties them.
 
-pub mod decode;
 pub mod classify;
+pub mod decode;
 pub mod detector;
 pub mod embed;
 pub mod nms;
