@@ -124,3 +124,99 @@ fn images_claiming_huge_or_zero_sizes_are_refused() {
         assert!(err.contains(&format!("{w}.png")), "{err}");
     }
 }
+
+/// A manager with one slot (`s`, dim 3) trusting `key`, its state in `dir`.
+fn update_manager(
+    dir: &Path,
+    key: &ed25519_dalek::SigningKey,
+) -> (crate::update::manager::Manager, std::sync::Arc<crate::head::slot::HeadSlot>) {
+    use crate::head::slot::{HeadSlot, SlotSpec};
+    let mut shipped = crate::head::tests::tiny("shipped", "0");
+    shipped.manifest.backbone_sha256 = "ab".repeat(32);
+    let spec = SlotSpec {
+        name: "s",
+        backbone: "b",
+        backbone_sha256: &"ab".repeat(32),
+        dim: 3,
+        shipped,
+        state_dir: dir,
+        probation: 2,
+        probe: vec![0.1, 0.2, 0.3],
+    };
+    let slot = std::sync::Arc::new(HeadSlot::open(spec, crossbeam_channel::unbounded().0));
+    let settings = crate::config::UpdateSettings {
+        trusted_keys: vec![crate::update::sign::encode_public(&key.verifying_key())],
+        max_bytes: 4096,
+        ..Default::default()
+    };
+    // statuses are not read here: a closed channel makes publishing a no-op
+    let (out, _) = tokio::sync::mpsc::channel(1);
+    let slots = std::collections::BTreeMap::from([("s".to_string(), slot.clone())]);
+    (crate::update::manager::Manager::new("dev", crate::mqtt::Topics::new("ea", "dev"), settings, slots, out), slot)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Any bytes, and any corruption of a valid head file, parse to an error or a consistent head.
+    #[test]
+    fn arbitrary_or_mutated_head_files_never_panic(
+        junk in prop::collection::vec(any::<u8>(), 0..300),
+        at in 0usize..4096,
+        byte in any::<u8>(),
+    ) {
+        drop(crate::head::Head::from_bytes(&junk));
+        let mut bytes = crate::head::tests::tiny("t", "1").to_bytes();
+        let i = at % bytes.len();
+        bytes[i] = byte;
+        if let Ok(h) = crate::head::Head::from_bytes(&bytes) {
+            prop_assert_eq!(h.logits(&[1.0, 2.0, 3.0]).len(), h.manifest.labels.len());
+        }
+    }
+
+    /// A signed begin followed by arbitrary chunk and request messages, on arbitrary topics:
+    /// the manager answers or ignores each, never panics, never writes outside its slot's
+    /// folder, and the shipped head keeps serving unless a valid head arrived.
+    #[test]
+    fn arbitrary_update_traffic_never_panics_or_escapes(
+        msgs in prop::collection::vec((0u8..4, any::<u64>(), any::<u64>(), "[ -~]{0,40}", prop::collection::vec(any::<u8>(), 0..64)), 1..12),
+        slot_name in prop::sample::select(vec!["s", "..", "s/../..", "", "x", "s\u{0}"]),
+    ) {
+        use crate::update::manager::Incoming;
+        use crate::update::protocol::{Kind, Request, UpdateManifest};
+        use base64::Engine;
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::update::sign::generate().unwrap();
+        let (mut manager, slot) = update_manager(dir.path(), &key);
+        let payload = b"not really a head but 48 bytes long, for tests!!";
+        let manifest = UpdateManifest {
+            kind: Kind::Head, slot: "s".into(), version: "1".into(),
+            sha256: crate::update::sha256_hex(payload), size: payload.len() as u64,
+            backbone_sha256: "ab".repeat(32), device: "dev".into(), issued_at_ms: 5,
+        };
+        let text = serde_json::to_string(&manifest).unwrap();
+        let begin = Request::Begin { id: "a".into(), signature: crate::update::sign::sign(&key, text.as_bytes()), manifest: text };
+        let topic = format!("ea/dev/models/{slot_name}/update");
+        manager.on_message(&Incoming { topic: topic.clone(), payload: serde_json::to_vec(&begin).unwrap() });
+        for (kind, offset, total, text, data) in msgs {
+            let body = match kind {
+                0 => serde_json::to_vec(&Request::Chunk {
+                    id: "a".into(), offset: offset % 64, total: if total % 2 == 0 { 48 } else { total },
+                    data: base64::engine::general_purpose::STANDARD.encode(&data),
+                }).unwrap(),
+                1 => serde_json::to_vec(&Request::Begin { id: text.clone(), manifest: text.clone(), signature: text }).unwrap(),
+                2 => serde_json::to_vec(&Request::Rollback { id: "r".into(), order: text.clone(), signature: text }).unwrap(),
+                _ => data,
+            };
+            manager.on_message(&Incoming { topic: topic.clone(), payload: body });
+        }
+        // nothing outside <state>/models/s, and the garbage payload never became a head
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            prop_assert_eq!(e.unwrap().file_name(), "models");
+        }
+        for e in std::fs::read_dir(dir.path().join("models")).into_iter().flatten() {
+            prop_assert_eq!(e.unwrap().file_name(), "s");
+        }
+        prop_assert_eq!(slot.active_version(), "shipped:shipped");
+    }
+}

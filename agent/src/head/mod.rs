@@ -230,7 +230,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn tiny(name: &str, version: &str) -> Head {

@@ -117,7 +117,7 @@ impl Manager {
         let _ = self.out.blocking_send(msg);
     }
 
-    fn on_message(&mut self, m: &Incoming) {
+    pub(crate) fn on_message(&mut self, m: &Incoming) {
         let Some(slot) = slot_of_topic(&self.topics.base(), &m.topic) else { return };
         let slot = slot.to_string();
         let request = match parse(&m.payload) {
