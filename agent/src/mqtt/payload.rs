@@ -27,10 +27,9 @@ pub struct ModelRef {
     pub precision: String,
 }
 
-/// `<prefix>/<device>/detections/<pipeline>`
+/// What every per-frame message starts with.
 #[derive(Debug, Clone, Serialize)]
-pub struct DetectionsMessage {
-    pub schema: &'static str,
+pub struct FrameHeader {
     /// RFC 3339, UTC, when the frame was captured.
     pub timestamp: String,
     pub device: String,
@@ -40,6 +39,28 @@ pub struct DetectionsMessage {
     pub source: String,
     pub frame_id: u64,
     pub image: ImageSize,
+}
+
+impl FrameHeader {
+    pub fn new(device: &str, pipeline: &str, seq: u64, frame: &crate::source::Frame) -> FrameHeader {
+        FrameHeader {
+            timestamp: timestamp(frame.captured),
+            device: device.into(),
+            pipeline: pipeline.into(),
+            seq,
+            source: frame.source.clone(),
+            frame_id: frame.id,
+            image: ImageSize { width: frame.image.width(), height: frame.image.height() },
+        }
+    }
+}
+
+/// `<prefix>/<device>/detections/<pipeline>`
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectionsMessage {
+    pub schema: &'static str,
+    #[serde(flatten)]
+    pub frame: FrameHeader,
     pub model: ModelRef,
     pub inference_ms: f64,
     /// Model runs for this frame (1, or more when the frame was tiled).
@@ -69,13 +90,7 @@ impl DetectionsMessage {
     ) -> DetectionsMessage {
         DetectionsMessage {
             schema: DETECTIONS_SCHEMA,
-            timestamp: timestamp(frame.captured),
-            device: device.into(),
-            pipeline: pipeline.into(),
-            seq,
-            source: frame.source.clone(),
-            frame_id: frame.id,
-            image: ImageSize { width: frame.image.width(), height: frame.image.height() },
+            frame: FrameHeader::new(device, pipeline, seq, frame),
             model: model_ref(out),
             inference_ms: ms(out.inference),
             passes: out.passes,
@@ -133,13 +148,8 @@ pub struct HeadRef {
 #[derive(Debug, Clone, Serialize)]
 pub struct ClassificationMessage {
     pub schema: &'static str,
-    pub timestamp: String,
-    pub device: String,
-    pub pipeline: String,
-    pub seq: u64,
-    pub source: String,
-    pub frame_id: u64,
-    pub image: ImageSize,
+    #[serde(flatten)]
+    pub frame: FrameHeader,
     /// The backbone.
     pub model: ModelRef,
     pub head: HeadRef,
@@ -158,13 +168,7 @@ impl ClassificationMessage {
     ) -> ClassificationMessage {
         ClassificationMessage {
             schema: CLASSIFICATION_SCHEMA,
-            timestamp: timestamp(frame.captured),
-            device: device.into(),
-            pipeline: pipeline.into(),
-            seq,
-            source: frame.source.clone(),
-            frame_id: frame.id,
-            image: ImageSize { width: frame.image.width(), height: frame.image.height() },
+            frame: FrameHeader::new(device, pipeline, seq, frame),
             model: ModelRef {
                 name: out.backbone.clone(),
                 version: out.backbone_version.clone(),
