@@ -188,7 +188,8 @@ fn a_trained_head_is_pushed_verified_swapped_kept_and_rolled_back() {
         version: "3".into(),
         sha256: sha256_hex(&bytes),
         size: bytes.len() as u64,
-        backbone_sha256: edge_agent::head::Head::from_bytes(&bytes).unwrap().manifest.backbone_sha256,
+        backbone_sha256: Some(edge_agent::head::Head::from_bytes(&bytes).unwrap().manifest.backbone_sha256),
+        precision: None,
         device: DEVICE.into(),
         issued_at_ms: unix_now_ms() + issued,
     };
@@ -208,7 +209,7 @@ fn a_trained_head_is_pushed_verified_swapped_kept_and_rolled_back() {
     assert!(r.contains("signature"), "{r}");
     let r = reason(crafted.send("stranger", &good(3), Signature::By(&stranger), &bytes, usize::MAX));
     assert!(r.contains("trusted key"), "{r}");
-    let other_backbone = UpdateManifest { backbone_sha256: "ab".repeat(32), ..good(4) };
+    let other_backbone = UpdateManifest { backbone_sha256: Some("ab".repeat(32)), ..good(4) };
     let r = reason(crafted.send("backbone", &other_backbone, Signature::By(&key), &bytes, usize::MAX));
     assert!(r.contains("another backbone"), "{r}");
     let r = reason(crafted.send("truncated", &good(5), Signature::By(&key), &bytes, 1));
@@ -249,6 +250,87 @@ fn a_trained_head_is_pushed_verified_swapped_kept_and_rolled_back() {
     loop {
         let (name, _, _) = next_classification(&rx);
         if name == "imagenet" {
+            break;
+        }
+    }
+    sigterm(&mut running);
+}
+
+/// The next detections message, as (model version, top label).
+fn next_detection(rx: &Receiver<Message>) -> (String, String) {
+    let msgs = collect_until(rx, Duration::from_secs(60), |m| m.topic.contains("/detections/"));
+    let v = msgs.last().filter(|m| m.topic.contains("/detections/")).expect("detections").json();
+    (v["model"]["version"].as_str().unwrap().into(), v["detections"][0]["label"].as_str().unwrap_or("-").into())
+}
+
+#[test]
+fn a_detector_is_replaced_whole_kept_and_rolled_back_and_a_broken_one_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, public) = keygen(dir.path());
+    let broker = common::rumqttd();
+    let rx = subscribe(broker.port, "watcher-models", &format!("edge-agent/{DEVICE}/#"));
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\ndevice_id = \"{DEVICE}\"\nstate_dir = \"{}\"\n[mqtt]\nport = {}\nmax_backoff_secs = 1\n\
+             [updates]\ntrusted_keys = [\"{public}\"]\n\
+             [pipelines.pets]\nsource = {{ type = \"images\", path = \"{}\", fps = 3, loop = true }}\n\
+             stages = [{{ type = \"detect\", model = \"nanodet\", tiling = \"none\" }}]\n",
+            dir.path().join("state").display(),
+            broker.port,
+            common::fixture("chelsea.jpg").display()
+        ),
+    )
+    .unwrap();
+    let mut running = Running::agent(&cfg);
+    assert_eq!(next_detection(&rx), ("1.0.0".to_string(), "cat".to_string()));
+
+    // another real NanoDet file (the fp32 graph) replaces the int8 variant as version 2
+    let replacement = root().join("models/nanodet/nanodet.fp32.onnx");
+    let push = |file: &Path, version: &str| {
+        cli(
+            broker.port,
+            &key_path,
+            &[
+                "push",
+                "--model",
+                file.to_str().unwrap(),
+                "--slot",
+                "nanodet",
+                "--precision",
+                "int8",
+                "--version",
+                version,
+            ],
+        )
+    };
+    let (ok, stdout, stderr) = push(&replacement, "2");
+    assert!(ok && stdout.contains("\"active\""), "{stdout}\n{stderr}");
+    loop {
+        let (version, top) = next_detection(&rx);
+        if version == "2" {
+            assert_eq!(top, "cat", "the new model still finds the cat");
+            break;
+        }
+    }
+
+    // a signed file that is no model: rejected, version 2 keeps serving
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, vec![7u8; 10_000]).unwrap();
+    let (ok, stdout, _) = push(&junk, "3");
+    assert!(!ok && stdout.contains("\"rejected\"") && stdout.contains("does not load"), "{stdout}");
+    assert_eq!(next_detection(&rx).0, "2");
+
+    sigterm(&mut running);
+    while rx.try_recv().is_ok() {}
+    let mut running = Running::agent(&cfg);
+    assert_eq!(next_detection(&rx).0, "2", "the update survives a restart");
+
+    let (ok, stdout, stderr) = cli(broker.port, &key_path, &["rollback", "--slot", "nanodet", "--precision", "int8"]);
+    assert!(ok && stdout.contains("\"rolled_back\"") && stdout.contains("1.0.0"), "{stdout}\n{stderr}");
+    loop {
+        if next_detection(&rx).0 == "1.0.0" {
             break;
         }
     }

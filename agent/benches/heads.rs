@@ -223,7 +223,7 @@ fn push_over_broker(backbone_sha: &str, digits: &Head, imagenet: &Head) {
         ..Default::default()
     };
     let slots = std::collections::BTreeMap::from([("bench".to_string(), slot.clone())]);
-    let manager = Manager::new("bench", topics, settings, slots, out_tx);
+    let manager = Manager::new("bench", topics, settings, slots, Default::default(), out_tx);
     std::thread::spawn(move || manager.run(req_rx, crossbeam_channel::never()));
     std::thread::sleep(Duration::from_millis(300));
 

@@ -88,7 +88,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let topics = Topics::new(&config.mqtt.prefix, &device);
     // building loads models: blocking work, kept off the runtime's workers
     let build_config = config.clone();
-    let crate::pipeline::Built { pipelines, slots } =
+    let crate::pipeline::Built { pipelines, slots, models } =
         tokio::task::spawn_blocking(move || crate::pipeline::build_all(&build_config, &catalog))
             .await?
             .map_err(|errors| anyhow!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
@@ -144,6 +144,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         topics.clone(),
         config.updates.clone(),
         slots.slots.clone(),
+        models,
         results_tx.clone(),
     );
     let events = slots.events.clone();

@@ -81,23 +81,35 @@ enum Command {
         #[arg(long, default_value = "update-key")]
         out: PathBuf,
     },
-    /// Sign a head and send it to a device over MQTT; waits until it is active or rejected.
+    /// Sign a head (or a whole detection model) and send it to a device over MQTT; waits
+    /// until it is active or rejected.
     Push {
         #[command(flatten)]
         target: TargetArgs,
         /// The head file (from `head train`).
-        #[arg(long)]
-        head: PathBuf,
-        /// The slot to update (default: the head's name).
+        #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+        head: Option<PathBuf>,
+        /// The slot to update (default: the head's name); with --model, the model's name.
         #[arg(long)]
         slot: Option<String>,
+        /// A whole detection model (ONNX) replacing the model named by --slot.
+        #[arg(long, requires_all = ["slot", "version"])]
+        model: Option<PathBuf>,
+        /// With --model: the precision variant it replaces.
+        #[arg(long, default_value = "int8")]
+        precision: Precision,
+        /// With --model: its version name.
+        #[arg(long)]
+        version: Option<String>,
     },
-    /// Tell a device to return a slot to its previous head (signed).
+    /// Tell a device to return a slot (or, with --precision, a model) to its previous version.
     Rollback {
         #[command(flatten)]
         target: TargetArgs,
         #[arg(long)]
         slot: String,
+        #[arg(long)]
+        precision: Option<Precision>,
     },
     /// List the audio capture devices (names for a microphone source's `device`).
     Devices,
@@ -285,19 +297,42 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             eprintln!("public key: {} (put it in the devices' updates.trusted_keys)", public.display());
             println!("{}", edge_agent::update::sign::encode_public(&key.verifying_key()));
         }
-        Command::Push { target, head, slot } => {
-            let bytes = std::fs::read(&head).with_context(|| format!("reading {}", head.display()))?;
-            let parsed = edge_agent::head::Head::from_bytes(&bytes).with_context(|| head.display().to_string())?;
-            let slot = slot.unwrap_or(parsed.manifest.name.clone());
+        Command::Push { target, head, slot, model, precision, version } => {
             let (t, key) = target.resolve()?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let done = rt.block_on(edge_agent::update::push::push_head(&t, &key, &slot, &bytes, print_status))?;
-            eprintln!("{slot}: version {} active on {}", done.version.unwrap_or_default(), t.device);
+            let (name, done) = match (head, model) {
+                (Some(head), _) => {
+                    let bytes = std::fs::read(&head).with_context(|| format!("reading {}", head.display()))?;
+                    let parsed =
+                        edge_agent::head::Head::from_bytes(&bytes).with_context(|| head.display().to_string())?;
+                    let slot = slot.unwrap_or(parsed.manifest.name.clone());
+                    let push = edge_agent::update::push::push_head(&t, &key, &slot, &bytes, print_status);
+                    let done = rt.block_on(push)?;
+                    (slot, done)
+                }
+                (None, Some(model)) => {
+                    let bytes = std::fs::read(&model).with_context(|| format!("reading {}", model.display()))?;
+                    let (name, version) = (slot.unwrap_or_default(), version.unwrap_or_default());
+                    let push = edge_agent::update::push::push_model(
+                        &t,
+                        &key,
+                        &name,
+                        precision,
+                        &version,
+                        &bytes,
+                        print_status,
+                    );
+                    let done = rt.block_on(push)?;
+                    (name, done)
+                }
+                (None, None) => bail!("give --head FILE or --model FILE"),
+            };
+            eprintln!("{name}: version {} active on {}", done.version.unwrap_or_default(), t.device);
         }
-        Command::Rollback { target, slot } => {
+        Command::Rollback { target, slot, precision } => {
             let (t, key) = target.resolve()?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let done = rt.block_on(edge_agent::update::push::rollback(&t, &key, &slot, print_status))?;
+            let done = rt.block_on(edge_agent::update::push::rollback(&t, &key, &slot, precision, print_status))?;
             eprintln!("{slot}: back to {} on {}", done.version.unwrap_or_default(), t.device);
         }
         Command::Devices => {

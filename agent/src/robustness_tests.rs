@@ -152,7 +152,17 @@ fn update_manager(
     // statuses are not read here: a closed channel makes publishing a no-op
     let (out, _) = tokio::sync::mpsc::channel(1);
     let slots = std::collections::BTreeMap::from([("s".to_string(), slot.clone())]);
-    (crate::update::manager::Manager::new("dev", crate::mqtt::Topics::new("ea", "dev"), settings, slots, out), slot)
+    (
+        crate::update::manager::Manager::new(
+            "dev",
+            crate::mqtt::Topics::new("ea", "dev"),
+            settings,
+            slots,
+            Default::default(),
+            out,
+        ),
+        slot,
+    )
 }
 
 proptest! {
@@ -192,7 +202,7 @@ proptest! {
         let manifest = UpdateManifest {
             kind: Kind::Head, slot: "s".into(), version: "1".into(),
             sha256: crate::update::sha256_hex(payload), size: payload.len() as u64,
-            backbone_sha256: "ab".repeat(32), device: "dev".into(), issued_at_ms: 5,
+            backbone_sha256: Some("ab".repeat(32)), precision: None, device: "dev".into(), issued_at_ms: 5,
         };
         let text = serde_json::to_string(&manifest).unwrap();
         let begin = Request::Begin { id: "a".into(), signature: crate::update::sign::sign(&key, text.as_bytes()), manifest: text };

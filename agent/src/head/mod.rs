@@ -6,7 +6,6 @@
 
 pub mod cli;
 pub mod slot;
-pub mod store;
 pub mod train;
 
 use std::collections::HashMap;

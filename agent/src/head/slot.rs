@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam_channel::{Receiver, Sender};
 
-use super::store::HeadStore;
 use super::{Head, Scored};
+use crate::update::store::VersionStore;
 
 /// A head as a slot holds it.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ pub struct HeadSlot {
     probation_left: AtomicU32,
     probation: u32,
     events: Sender<SlotEvent>,
-    pub store: HeadStore,
+    pub store: VersionStore,
     /// The head from the models folder: what is left when every update is rolled back.
     shipped: Arc<ActiveHead>,
     /// Scores of a fixed probe image's embedding, for trial inferences of new heads.
@@ -87,7 +87,7 @@ impl HeadSlot {
     /// Opens the slot: the persisted current head when there is one and it still loads and
     /// fits the backbone, else (rolling the store back) the previous one, else the shipped head.
     pub fn open(spec: SlotSpec<'_>, events: Sender<SlotEvent>) -> HeadSlot {
-        let store = HeadStore::new(spec.state_dir, spec.name);
+        let store = VersionStore::new(spec.state_dir, spec.name);
         let shipped =
             Arc::new(ActiveHead { version: format!("shipped:{}", spec.shipped.manifest.name), head: spec.shipped });
         let slot = HeadSlot {
@@ -142,7 +142,7 @@ impl HeadSlot {
 
     /// Loads and checks a stored version.
     pub fn load_stored(&self, version: &str) -> Result<Head, String> {
-        let head = Head::from_file(&self.store.head_path(version)).map_err(|e| e.to_string())?;
+        let head = Head::from_file(&self.store.path(version)).map_err(|e| e.to_string())?;
         self.check(&head)?;
         Ok(head)
     }
@@ -186,7 +186,7 @@ impl HeadSlot {
     }
 
     /// Puts the previous head back; the shipped head becomes previous (as on disk, see
-    /// [`HeadStore::rollback`]). Returns the restored version.
+    /// [`VersionStore::rollback`]). Returns the restored version.
     pub fn restore_previous(&self) -> Option<String> {
         let prev = self.previous.load_full()?;
         let version = prev.version.clone();
@@ -325,7 +325,7 @@ mod tests {
     #[test]
     fn a_stored_head_that_no_longer_loads_is_rolled_back_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        let store = HeadStore::new(dir.path(), "s");
+        let store = VersionStore::new(dir.path(), "s");
         store.install("1", &head("1", 2.0).to_bytes(), b"{}").unwrap();
         store.activate("1").unwrap();
         store.install("2", b"corrupt", b"{}").unwrap();

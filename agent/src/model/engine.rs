@@ -14,6 +14,7 @@ use tract_onnx::prelude::*;
 
 use super::{InputSpec, Layout, ModelEntry};
 use crate::config::Precision;
+use crate::update::models::{self, ModelTarget, ModelTargets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -132,22 +133,50 @@ pub fn input_shape(spec: &InputSpec) -> [usize; 4] {
     }
 }
 
-/// Loads each (model, precision) once and hands out shared handles.
+/// Loads each (model, precision) once and hands out shared handles. With a state folder, a
+/// detector's updated version stored there replaces the shipped one, and every detector
+/// becomes an update target.
 #[derive(Default)]
 pub struct ModelPool {
     loaded: HashMap<(String, Precision), SharedModel>,
+    state_dir: Option<PathBuf>,
+    targets: ModelTargets,
+    /// (model, failed version, reason) for stored versions rolled back at load.
+    pub rolled_back: Vec<(String, String, String)>,
 }
 
 impl ModelPool {
+    pub fn with_state(state_dir: &std::path::Path) -> ModelPool {
+        ModelPool { state_dir: Some(state_dir.to_path_buf()), ..ModelPool::default() }
+    }
+
     pub fn get_or_load(&mut self, entry: &ModelEntry, precision: &Precision) -> Result<SharedModel, EngineError> {
         let key = (entry.manifest.name.clone(), precision.clone());
         if let Some(m) = self.loaded.get(&key) {
             return Ok(m.clone());
         }
-        let model = LoadedModel::load(Arc::new(entry.clone()), precision.clone())?;
+        let entry = Arc::new(entry.clone());
+        let model = LoadedModel::load(entry.clone(), precision.clone())?;
         tracing::info!(model = %key.0, %precision, load_ms = model.load_time.as_millis() as u64, "model loaded");
         let shared = Arc::new(ArcSwap::from_pointee(model));
+        if let Some(state) = &self.state_dir
+            && ModelTarget::replaceable(&entry)
+        {
+            let target = ModelTarget::new(entry, precision.clone(), shared.clone(), state);
+            for (version, reason) in target.restore() {
+                self.rolled_back.push((key.0.clone(), version, reason));
+            }
+            if target.store.current().is_some() {
+                tracing::info!(model = %key.0, version = %target.active_version(), "updated model restored");
+            }
+            self.targets.insert(models::key(&key.0, precision), Arc::new(target));
+        }
         self.loaded.insert(key, shared.clone());
         Ok(shared)
+    }
+
+    /// The update targets (detectors loaded with a state folder).
+    pub fn targets(&self) -> ModelTargets {
+        self.targets.clone()
     }
 }

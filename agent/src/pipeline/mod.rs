@@ -52,15 +52,17 @@ enum Kind {
     Audio(audio::AudioPipeline),
 }
 
-/// Built pipelines and the head slots their classify stages share.
+/// Built pipelines, the head slots their classify stages share, and the detectors that
+/// updates may replace.
 pub struct Built {
     pub pipelines: Vec<Pipeline>,
     pub slots: crate::head::slot::HeadSlots,
+    pub models: crate::update::models::ModelTargets,
 }
 
 /// Builds every pipeline of `config`, loading each model once; reports every failure.
 pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Built, Vec<PipelineError>> {
-    let mut pool = ModelPool::default();
+    let mut pool = ModelPool::with_state(&config.agent.state_dir);
     let mut slots = crate::head::slot::HeadSlots::default();
     let mut speech = audio::SpeechPool::default();
     let mut built = Vec::new();
@@ -93,7 +95,18 @@ pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Built, Vec<Pipeli
             (source, stage) => errors.extend(source.err().into_iter().chain(stage.err())),
         }
     }
-    if errors.is_empty() { Ok(Built { pipelines: built, slots }) } else { Err(errors) }
+    for (model, failed, reason) in std::mem::take(&mut pool.rolled_back) {
+        let restored = pool.targets().values().find(|t| t.name == model).map(|t| t.active_version());
+        let event = crate::head::slot::SlotEvent::AutoRolledBack {
+            slot: model,
+            failed,
+            restored: restored.unwrap_or_default(),
+            reason: format!("failed to load at start: {reason}"),
+        };
+        let _ = slots.events_tx.send(event);
+    }
+    let models = pool.targets();
+    if errors.is_empty() { Ok(Built { pipelines: built, slots, models }) } else { Err(errors) }
 }
 
 /// A spawned pipeline.

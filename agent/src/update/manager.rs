@@ -1,12 +1,14 @@
 //! The device side of updates, on its own `updates` thread: checks each request, assembles
-//! chunks on disk (resumable), verifies the result, persists it, swaps it into its slot and
-//! answers every step on `.../models/<slot>/update/status`.
+//! chunks on disk (resumable), verifies the result, persists it, swaps it in (a head into its
+//! slot, a detection model into the pool's shared handle) and answers every step on
+//! `.../models/<name>/update/status`.
 //!
 //! Nothing is trusted before its signature is: the manifest is verified against the
 //! configured keys first, then its claims (slot, device, version, size, backbone, freshness);
 //! bytes are only kept for a verified manifest, written under the slot's own folder, and the
-//! finished file must match the signed sha256 and size, parse as a head that fits the
-//! backbone, and give finite scores on a probe before it replaces anything.
+//! finished file must match the signed sha256 and size, and parse as a head that fits the
+//! backbone and gives finite scores on a probe (or load in tract as the model it replaces and
+//! decode a probe) before it replaces anything.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -20,9 +22,11 @@ use crossbeam_channel::{Receiver, select};
 use ed25519_dalek::VerifyingKey;
 use tokio::sync::mpsc;
 
-use super::protocol::{Request, RollbackOrder, State, Status, UpdateManifest, parse, slot_of_topic};
+use super::models::{ModelTarget, ModelTargets, key as model_key};
+use super::protocol::{Kind, Request, RollbackOrder, State, Status, UpdateManifest, parse, slot_of_topic};
 use super::sign;
-use crate::config::UpdateSettings;
+use super::store::VersionStore;
+use crate::config::{Precision, UpdateSettings};
 use crate::head::slot::{HeadSlot, SlotEvent};
 use crate::head::{Head, valid_name};
 use crate::mqtt::{Outgoing, Topics};
@@ -33,8 +37,25 @@ pub struct Incoming {
     pub payload: Vec<u8>,
 }
 
+/// What an update replaces.
+#[derive(Clone)]
+enum Target {
+    Slot(Arc<HeadSlot>),
+    Model(Arc<ModelTarget>),
+}
+
+impl Target {
+    fn store(&self) -> &VersionStore {
+        match self {
+            Target::Slot(s) => &s.store,
+            Target::Model(m) => &m.store,
+        }
+    }
+}
+
 struct Transfer {
     id: String,
+    target: Target,
     manifest: UpdateManifest,
     /// The signed manifest text and signature, stored beside the head.
     record: serde_json::Value,
@@ -50,6 +71,7 @@ pub struct Manager {
     settings: UpdateSettings,
     trusted: Vec<VerifyingKey>,
     slots: BTreeMap<String, Arc<HeadSlot>>,
+    models: ModelTargets,
     transfers: BTreeMap<String, Transfer>,
     out: mpsc::Sender<Outgoing>,
 }
@@ -63,16 +85,20 @@ impl Manager {
         topics: Topics,
         settings: UpdateSettings,
         slots: BTreeMap<String, Arc<HeadSlot>>,
+        models: ModelTargets,
         out: mpsc::Sender<Outgoing>,
     ) -> Manager {
         let trusted = settings.trusted_keys.iter().filter_map(|k| sign::public_key(k).ok()).collect();
-        Manager { device: device.into(), topics, settings, trusted, slots, transfers: BTreeMap::new(), out }
+        Manager { device: device.into(), topics, settings, trusted, slots, models, transfers: BTreeMap::new(), out }
     }
 
     /// Runs until `requests` closes: requests, slot events, and idle-transfer checks.
     pub fn run(mut self, requests: Receiver<Incoming>, events: Receiver<SlotEvent>) {
         for slot in self.slots.values() {
             self.publish_active(slot);
+        }
+        for m in self.models.values() {
+            self.publish_model(m);
         }
         // events from opening the slots (a stored head that failed to load) come first
         while let Ok(e) = events.try_recv() {
@@ -117,6 +143,20 @@ impl Manager {
         let _ = self.out.blocking_send(msg);
     }
 
+    /// The retained description of a model target (`.../models/<name>/active/<precision>`).
+    fn publish_model(&self, m: &ModelTarget) {
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "schema": "edge-agent.model-active.v1",
+            "model": m.name,
+            "precision": m.precision,
+            "version": m.active_version(),
+            "previous": m.store.previous().or_else(|| m.store.current().map(|_| m.shipped.manifest.version.clone())),
+        }))
+        .unwrap_or_default();
+        let topic = format!("{}/{}", self.topics.model_active(&m.name), m.precision);
+        let _ = self.out.blocking_send(Outgoing { topic, payload, retain: true });
+    }
+
     pub(crate) fn on_message(&mut self, m: &Incoming) {
         let Some(slot) = slot_of_topic(&self.topics.base(), &m.topic) else { return };
         let slot = slot.to_string();
@@ -132,9 +172,10 @@ impl Manager {
             }
         };
         let id = request.id().to_string();
-        if !valid_name(&slot) || !self.slots.contains_key(&slot) {
+        let known = self.slots.contains_key(&slot) || self.models.values().any(|m| m.name == slot);
+        if !valid_name(&slot) || !known {
             let reason = if valid_name(&slot) {
-                format!("no classify stage uses slot {slot:?}")
+                format!("no classify stage uses slot {slot:?} and no pipeline runs a model of that name")
             } else {
                 "invalid slot name (letters, digits, '.', '_', '-'; no path)".to_string()
             };
@@ -142,6 +183,7 @@ impl Manager {
             return self
                 .send(&sanitize(&slot), Status::new(Some(&id), &sanitize(&slot), State::Rejected).reason(reason));
         }
+        let pending = self.transfers.get(&slot).filter(|t| t.id == id).map(|t| t.manifest.version.clone());
         let result = match request {
             Request::Begin { manifest, signature, .. } => self.begin(&slot, &id, &manifest, &signature),
             Request::Chunk { offset, total, data, .. } => self.chunk(&slot, &id, offset, total, &data),
@@ -149,10 +191,11 @@ impl Manager {
         };
         if let Err(reason) = result {
             tracing::warn!(%slot, %id, %reason, "update rejected");
-            let version = self.transfers.get(&slot).filter(|t| t.id == id).map(|t| t.manifest.version.clone());
-            if version.is_some() {
+            let current = self.transfers.get(&slot).filter(|t| t.id == id).map(|t| t.manifest.version.clone());
+            if current.is_some() {
                 self.transfers.remove(&slot);
             }
+            let version = current.or(pending);
             let mut status = Status::new(Some(&id), &slot, State::Rejected).reason(reason);
             status.version = version;
             self.send(&slot, status);
@@ -167,14 +210,21 @@ impl Manager {
         sign::verify(&self.trusted, text.as_bytes(), signature).map_err(|e| format!("signature: {e}"))
     }
 
-    fn check_claims(&self, slot: &HeadSlot, for_slot: &str, device: &str, issued_at_ms: u64) -> Result<(), Reject> {
-        if for_slot != slot.name {
-            return Err(format!("signed for slot {for_slot:?}, sent to {:?}", slot.name));
+    fn check_claims(
+        &self,
+        topic_name: &str,
+        store: &VersionStore,
+        for_slot: &str,
+        device: &str,
+        issued_at_ms: u64,
+    ) -> Result<(), Reject> {
+        if for_slot != topic_name {
+            return Err(format!("signed for {for_slot:?}, sent to {topic_name:?}"));
         }
         if device != "*" && device != self.device {
             return Err(format!("signed for device {device:?}, this is {:?}", self.device));
         }
-        let last = slot.store.last_issued_at_ms();
+        let last = store.last_issued_at_ms();
         if issued_at_ms <= last {
             return Err(format!("stale or replayed order: issued_at_ms {issued_at_ms} is not after {last}"));
         }
@@ -184,10 +234,17 @@ impl Manager {
     fn begin(&mut self, slot_name: &str, id: &str, text: &str, signature: &str) -> Result<(), Reject> {
         self.verify_signature(text, signature)?;
         let manifest: UpdateManifest = serde_json::from_str(text).map_err(|e| format!("manifest: {e}"))?;
-        let slot = self.slots[slot_name].clone();
-        self.check_claims(&slot, &manifest.slot, &manifest.device, manifest.issued_at_ms)?;
+        let target = self.target_for(slot_name, manifest.kind, manifest.precision.as_ref())?;
+        self.check_claims(slot_name, target.store(), &manifest.slot, &manifest.device, manifest.issued_at_ms)?;
         if !valid_name(&manifest.version) || manifest.version.starts_with("shipped") {
             return Err(format!("invalid version {:?} (letters, digits, '.', '_', '-')", manifest.version));
+        }
+        let store = target.store();
+        if [store.current(), store.previous()].contains(&Some(manifest.version.clone())) {
+            return Err(format!(
+                "version {:?} is already installed (use rollback, or a new version)",
+                manifest.version
+            ));
         }
         if manifest.size == 0 || manifest.size > self.settings.max_bytes {
             return Err(format!(
@@ -198,11 +255,14 @@ impl Manager {
         if manifest.sha256.len() != 64 || !manifest.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("sha256 is not 64 hex digits".into());
         }
-        if manifest.backbone_sha256.to_lowercase() != slot.backbone_sha256 {
+        if let Target::Slot(slot) = &target
+            && manifest.backbone_sha256.as_deref().map(str::to_lowercase).as_deref()
+                != Some(slot.backbone_sha256.as_str())
+        {
             return Err(format!("for another backbone: slot {:?} runs {}", slot.name, slot.backbone));
         }
         let sha = manifest.sha256.to_lowercase();
-        let incoming = slot.store.incoming();
+        let incoming = target.store().incoming();
         std::fs::create_dir_all(&incoming).map_err(|e| format!("cannot store: {e}"))?;
         // one partial transfer per slot is kept: drop other slots' leftovers of this slot
         for e in std::fs::read_dir(&incoming).into_iter().flatten().filter_map(Result::ok) {
@@ -226,7 +286,7 @@ impl Manager {
             .progress(received, manifest.size);
         tracing::info!(slot = %slot_name, version = %manifest.version, size = manifest.size, resume_at = received, "update announced");
         let record = serde_json::json!({ "manifest": text, "signature": signature });
-        let transfer = Transfer { id: id.into(), manifest, record, part, file, received, last: Instant::now() };
+        let transfer = Transfer { id: id.into(), target, manifest, record, part, file, received, last: Instant::now() };
         self.transfers.insert(slot_name.into(), transfer);
         self.send(slot_name, status);
         if received == self.transfers[slot_name].manifest.size {
@@ -269,83 +329,124 @@ impl Manager {
         self.finish(slot_name)
     }
 
-    /// All bytes are here: verify, persist, swap.
-    fn finish(&mut self, slot_name: &str) -> Result<(), Reject> {
-        let started = Instant::now();
-        let t = self.transfers.remove(slot_name).ok_or("no transfer")?;
-        let slot = self.slots[slot_name].clone();
-        let reject = |t: &Transfer, reason: String| {
-            let _ = std::fs::remove_file(&t.part);
-            Err::<(), _>(reason)
-        };
-        let reject_status = |reason: String| {
-            Status::new(Some(&t.id), slot_name, State::Rejected).version(&t.manifest.version).reason(reason)
-        };
-        let bytes = match std::fs::read(&t.part) {
-            Ok(b) => b,
-            Err(e) => return reject(&t, format!("cannot read the received file: {e}")),
-        };
-        let sha = crate::update::sha256_hex(&bytes);
-        let checked = if bytes.len() as u64 != t.manifest.size {
-            Err(format!("received {} bytes, the manifest says {}", bytes.len(), t.manifest.size))
-        } else if sha != t.manifest.sha256.to_lowercase() {
-            Err(format!("sha256 mismatch: received {sha}, signed {}", t.manifest.sha256))
-        } else {
-            Head::from_bytes(&bytes).map_err(|e| e.to_string()).and_then(|h| {
-                if h.manifest.version != t.manifest.version {
-                    return Err(format!(
-                        "head says version {:?}, the manifest {:?}",
-                        h.manifest.version, t.manifest.version
-                    ));
-                }
-                slot.check(&h).map(|_| h)
-            })
-        };
-        let head = match checked {
-            Ok(h) => h,
-            Err(reason) => {
-                self.send(slot_name, reject_status(reason.clone()));
-                let _ = std::fs::remove_file(&t.part);
-                tracing::warn!(slot = %slot_name, %reason, "update rejected");
-                return Ok(());
+    /// What a request of `kind` addresses under topic name `name`.
+    fn target_for(&self, name: &str, kind: Kind, precision: Option<&Precision>) -> Result<Target, Reject> {
+        match kind {
+            Kind::Head => self
+                .slots
+                .get(name)
+                .cloned()
+                .map(Target::Slot)
+                .ok_or_else(|| format!("no classify stage uses slot {name:?}")),
+            Kind::Model => {
+                let p = precision.ok_or("a model update must name its precision")?;
+                self.models
+                    .get(&model_key(name, p))
+                    .cloned()
+                    .map(Target::Model)
+                    .ok_or_else(|| format!("no pipeline runs detection model {name:?} at {p}"))
             }
-        };
-        let version = t.manifest.version.clone();
-        self.send(slot_name, Status::new(Some(&t.id), slot_name, State::Verified).version(&version));
-        let record = serde_json::to_vec_pretty(&t.record).unwrap_or_default();
-        let persisted = slot
-            .store
-            .install(&version, &bytes, &record)
-            .and_then(|_| slot.store.activate(&version))
-            .and_then(|_| slot.store.set_last_issued_at_ms(t.manifest.issued_at_ms));
-        if let Err(e) = persisted {
-            return reject(&t, format!("cannot persist the head: {e}"));
         }
-        let verify_ms = started.elapsed().as_secs_f64() * 1e3;
-        let swap_started = Instant::now();
-        slot.activate(head, &version);
-        let swap_us = swap_started.elapsed().as_secs_f64() * 1e6;
+    }
+
+    /// All bytes are here: verify, persist, swap. The part file goes either way.
+    fn finish(&mut self, name: &str) -> Result<(), Reject> {
+        let started = Instant::now();
+        let t = self.transfers.remove(name).ok_or("no transfer")?;
+        let bytes = std::fs::read(&t.part).map_err(|e| format!("cannot read the received file: {e}"));
         let _ = std::fs::remove_file(&t.part);
-        tracing::info!(slot = %slot_name, %version, verify_ms, swap_us, "head active");
-        self.send(slot_name, Status::new(Some(&t.id), slot_name, State::Active).version(&version));
-        self.publish_active(&slot);
+        let bytes = bytes?;
+        let sha = crate::update::sha256_hex(&bytes);
+        if bytes.len() as u64 != t.manifest.size {
+            return Err(format!("received {} bytes, the manifest says {}", bytes.len(), t.manifest.size));
+        }
+        if sha != t.manifest.sha256.to_lowercase() {
+            return Err(format!("sha256 mismatch: received {sha}, signed {}", t.manifest.sha256));
+        }
+        let version = t.manifest.version.clone();
+        let record = serde_json::to_vec_pretty(&t.record).unwrap_or_default();
+        let store = t.target.store().clone();
+        let persist = |e: std::io::Error| format!("cannot persist: {e}");
+        let status = |state| Status::new(Some(&t.id), name, state).version(&version);
+        match &t.target {
+            Target::Slot(slot) => {
+                let head = Head::from_bytes(&bytes).map_err(|e| e.to_string())?;
+                if head.manifest.version != version {
+                    return Err(format!("head says version {:?}, the manifest {version:?}", head.manifest.version));
+                }
+                slot.check(&head)?;
+                self.send(name, status(State::Verified));
+                store.install(&version, &bytes, &record).map_err(persist)?;
+                store
+                    .activate(&version)
+                    .and_then(|_| store.set_last_issued_at_ms(t.manifest.issued_at_ms))
+                    .map_err(persist)?;
+                let verify_ms = started.elapsed().as_secs_f64() * 1e3;
+                let swap_started = Instant::now();
+                slot.activate(head, &version);
+                let swap_us = swap_started.elapsed().as_secs_f64() * 1e6;
+                tracing::info!(slot = %name, %version, verify_ms, swap_us, "head active");
+                self.send(name, status(State::Active));
+                self.publish_active(slot);
+            }
+            Target::Model(m) => {
+                // stored first (tract loads from a file), current only once it has loaded
+                store.install(&version, &bytes, &record).map_err(persist)?;
+                let loaded = m.load_version(&version).map_err(|e| {
+                    let _ = store.discard(&version);
+                    format!("does not load as {}: {e}", m.name)
+                })?;
+                self.send(name, status(State::Verified));
+                store
+                    .activate(&version)
+                    .and_then(|_| store.set_last_issued_at_ms(t.manifest.issued_at_ms))
+                    .map_err(persist)?;
+                m.shared.store(Arc::new(loaded));
+                tracing::info!(model = %name, %version, verify_ms = started.elapsed().as_secs_f64() * 1e3, "model active");
+                self.send(name, status(State::Active));
+                self.publish_model(m);
+            }
+        }
         Ok(())
     }
 
-    fn rollback(&mut self, slot_name: &str, id: &str, text: &str, signature: &str) -> Result<(), Reject> {
+    fn rollback(&mut self, name: &str, id: &str, text: &str, signature: &str) -> Result<(), Reject> {
         self.verify_signature(text, signature)?;
         let order: RollbackOrder = serde_json::from_str(text).map_err(|e| format!("order: {e}"))?;
-        let slot = self.slots[slot_name].clone();
-        self.check_claims(&slot, &order.slot, &order.device, order.issued_at_ms)?;
-        if slot.previous_version().is_none() {
-            return Err("nothing to roll back to: the shipped head is active".into());
+        let kind = if order.precision.is_some() { Kind::Model } else { Kind::Head };
+        let target = self.target_for(name, kind, order.precision.as_ref())?;
+        self.check_claims(name, target.store(), &order.slot, &order.device, order.issued_at_ms)?;
+        let store = target.store();
+        let persist = |e: std::io::Error| format!("cannot roll back on disk: {e}");
+        let restored = match &target {
+            Target::Slot(slot) => {
+                if slot.previous_version().is_none() {
+                    return Err("nothing to roll back to: the shipped head is active".into());
+                }
+                store.rollback().map_err(persist)?;
+                slot.restore_previous().unwrap_or_default()
+            }
+            Target::Model(m) => {
+                if store.current().is_none() {
+                    return Err("nothing to roll back to: the shipped model is active".into());
+                }
+                let loaded = match store.previous() {
+                    Some(v) => m.load_version(&v),
+                    None => m.load_shipped(),
+                }
+                .map_err(|e| format!("the previous version does not load: {e}"))?;
+                store.rollback().map_err(persist)?;
+                m.shared.store(Arc::new(loaded));
+                m.active_version()
+            }
+        };
+        store.set_last_issued_at_ms(order.issued_at_ms).map_err(persist)?;
+        tracing::info!(%name, %restored, "rolled back by request");
+        self.send(name, Status::new(Some(id), name, State::RolledBack).version(&restored));
+        match &target {
+            Target::Slot(slot) => self.publish_active(slot),
+            Target::Model(m) => self.publish_model(m),
         }
-        slot.store.rollback().map_err(|e| format!("cannot roll back on disk: {e}"))?;
-        slot.store.set_last_issued_at_ms(order.issued_at_ms).map_err(|e| format!("cannot persist: {e}"))?;
-        let restored = slot.restore_previous().unwrap_or_default();
-        tracing::info!(slot = %slot_name, %restored, "rolled back by request");
-        self.send(slot_name, Status::new(Some(id), slot_name, State::RolledBack).version(&restored));
-        self.publish_active(&slot);
         Ok(())
     }
 
@@ -358,6 +459,9 @@ impl Manager {
                 tracing::error!(%slot, error = %e, "cannot persist the automatic rollback");
             }
             self.publish_active(&s);
+        }
+        for m in self.models.values().filter(|m| m.name == slot) {
+            self.publish_model(m);
         }
         let reason = format!("{failed}: {reason}");
         self.send(&slot, Status::new(None, &slot, State::RolledBack).version(&restored).reason(reason));

@@ -1,10 +1,13 @@
-//! Remote head updates: signing keys, the wire protocol, the device-side manager that
-//! verifies and swaps heads, and the `push` / `rollback` client.
+//! Remote updates of heads and whole detection models: signing keys, the wire protocol, the
+//! versions on disk, the device-side manager that verifies and swaps, and the `push` /
+//! `rollback` client.
 
 pub mod manager;
+pub mod models;
 pub mod protocol;
 pub mod push;
 pub mod sign;
+pub mod store;
 
 use sha2::{Digest, Sha256};
 

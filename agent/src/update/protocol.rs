@@ -40,7 +40,10 @@ impl Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
+    /// A classification head for a slot.
     Head,
+    /// A whole detection model (ONNX) for one precision.
+    Model,
 }
 
 /// The signed description of an update.
@@ -48,14 +51,18 @@ pub enum Kind {
 #[serde(deny_unknown_fields)]
 pub struct UpdateManifest {
     pub kind: Kind,
-    /// The slot to update.
+    /// The slot to update (a head), or the model's name.
     pub slot: String,
     pub version: String,
     /// Hex sha256 and byte size of the payload.
     pub sha256: String,
     pub size: u64,
-    /// The backbone file the head was trained on (its sha256).
-    pub backbone_sha256: String,
+    /// A head: the backbone file it was trained on (its sha256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone_sha256: Option<String>,
+    /// A model: the precision variant it replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<crate::config::Precision>,
     /// The device this is for, or `*` for any.
     pub device: String,
     /// Milliseconds since the epoch when signed; must exceed the slot's last accepted order.
@@ -67,6 +74,9 @@ pub struct UpdateManifest {
 #[serde(deny_unknown_fields)]
 pub struct RollbackOrder {
     pub slot: String,
+    /// Set: roll back the model `slot` at this precision; unset: the head slot `slot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<crate::config::Precision>,
     pub device: String,
     pub issued_at_ms: u64,
 }

@@ -1,4 +1,4 @@
-//! The sending side: `edge-agent push` signs a head's manifest, announces it and sends the
+//! The sending side: `edge-agent push` signs a head's (or a whole model's) manifest, announces it and sends the
 //! file in chunks, each after the device's `received` status says where to continue (so a
 //! restarted push resumes); `edge-agent rollback` sends a signed rollback order. Both print
 //! every status as a JSON line and end on the final one.
@@ -12,6 +12,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use super::protocol::{CHUNK_BYTES, Kind, Request, RollbackOrder, State, Status, UpdateManifest};
 use super::{sha256_hex, sign, unix_now_ms};
+use crate::config::Precision;
 use crate::head::Head;
 use crate::mqtt::Topics;
 
@@ -53,7 +54,8 @@ pub async fn push_head(
         version: head.manifest.version.clone(),
         sha256: sha256_hex(head_bytes),
         size: head_bytes.len() as u64,
-        backbone_sha256: head.manifest.backbone_sha256.clone(),
+        backbone_sha256: Some(head.manifest.backbone_sha256.clone()),
+        precision: None,
         device: target.device.clone(),
         issued_at_ms: unix_now_ms(),
     };
@@ -63,14 +65,43 @@ pub async fn push_head(
     exchange(target, slot, &id, begin, Some(head_bytes), on_status).await
 }
 
-/// Sends a signed rollback order for `slot`.
+/// Signs and sends a whole detection model (ONNX) replacing `name` at `precision`.
+pub async fn push_model(
+    target: &Target,
+    key: &SigningKey,
+    name: &str,
+    precision: Precision,
+    version: &str,
+    onnx: &[u8],
+    on_status: impl FnMut(&Status),
+) -> Result<Status, PushError> {
+    let manifest = UpdateManifest {
+        kind: Kind::Model,
+        slot: name.to_string(),
+        version: version.to_string(),
+        sha256: sha256_hex(onnx),
+        size: onnx.len() as u64,
+        backbone_sha256: None,
+        precision: Some(precision),
+        device: target.device.clone(),
+        issued_at_ms: unix_now_ms(),
+    };
+    let text = serde_json::to_string(&manifest).unwrap_or_default();
+    let id = format!("push-{name}-{version}-{}", crate::update::protocol::now_ms());
+    let begin = Request::Begin { id: id.clone(), signature: sign::sign(key, text.as_bytes()), manifest: text };
+    exchange(target, name, &id, begin, Some(onnx), on_status).await
+}
+
+/// Sends a signed rollback order for head slot `slot`, or with `precision` for that model.
 pub async fn rollback(
     target: &Target,
     key: &SigningKey,
     slot: &str,
+    precision: Option<Precision>,
     on_status: impl FnMut(&Status),
 ) -> Result<Status, PushError> {
-    let order = RollbackOrder { slot: slot.into(), device: target.device.clone(), issued_at_ms: unix_now_ms() };
+    let order =
+        RollbackOrder { slot: slot.into(), precision, device: target.device.clone(), issued_at_ms: unix_now_ms() };
     let text = serde_json::to_string(&order).unwrap_or_default();
     let id = format!("rollback-{}", crate::update::protocol::now_ms());
     let req = Request::Rollback { id: id.clone(), signature: sign::sign(key, text.as_bytes()), order: text };

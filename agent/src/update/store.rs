@@ -1,7 +1,10 @@
-//! A slot's heads on disk, under `<state_dir>/models/<slot>/`:
+//! Updated versions on disk: a head slot's under `<state_dir>/models/<slot>/`, a model's under
+//! `<state_dir>/models/<model>@<precision>/` (`@` is not allowed in slot names, so the two
+//! cannot meet):
 //!
 //! ```text
-//! <version>/head.safetensors   the head as received (sha256 checked before it got here)
+//! <version>/head.safetensors   the payload as received (sha256 checked before it got here);
+//!                              model.onnx for a model
 //! <version>/update.json        the signed manifest and signature it came with
 //! current -> <version>         symlink, replaced by rename (atomic); absent: the shipped head
 //! previous -> <version>        what `rollback` returns to; absent: the shipped head
@@ -14,17 +17,26 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::head::valid_name;
+
 pub const HEAD_FILE: &str = "head.safetensors";
+pub const MODEL_FILE: &str = "model.onnx";
 
 #[derive(Debug, Clone)]
-pub struct HeadStore {
+pub struct VersionStore {
     dir: PathBuf,
+    file: &'static str,
 }
 
-impl HeadStore {
-    /// `slot` must already be a valid name (see [`super::valid_name`]).
-    pub fn new(state_dir: &Path, slot: &str) -> HeadStore {
-        HeadStore { dir: state_dir.join("models").join(slot) }
+impl VersionStore {
+    /// A head slot's store; `slot` must already be a valid name (see [`valid_name`]).
+    pub fn new(state_dir: &Path, slot: &str) -> VersionStore {
+        VersionStore { dir: state_dir.join("models").join(slot), file: HEAD_FILE }
+    }
+
+    /// A model variant's store; `name` is a catalog model's name.
+    pub fn for_model(state_dir: &Path, name: &str, precision: &crate::config::Precision) -> VersionStore {
+        VersionStore { dir: state_dir.join("models").join(format!("{name}@{precision}")), file: MODEL_FILE }
     }
 
     pub fn dir(&self) -> &Path {
@@ -35,8 +47,22 @@ impl HeadStore {
         self.dir.join("incoming")
     }
 
-    pub fn head_path(&self, version: &str) -> PathBuf {
-        self.dir.join(version).join(HEAD_FILE)
+    /// The payload file of a version.
+    pub fn path(&self, version: &str) -> PathBuf {
+        self.dir.join(version).join(self.file)
+    }
+
+    /// The signed record a version came with (`update.json`).
+    pub fn record(&self, version: &str) -> Option<serde_json::Value> {
+        serde_json::from_slice(&std::fs::read(self.dir.join(version).join("update.json")).ok()?).ok()
+    }
+
+    /// Deletes a version that never became current (a model that failed to load).
+    pub fn discard(&self, version: &str) -> io::Result<()> {
+        if self.current().as_deref() == Some(version) || self.previous().as_deref() == Some(version) {
+            return Ok(());
+        }
+        std::fs::remove_dir_all(self.dir.join(version))
     }
 
     /// Writes a version's files into a temporary folder, syncs them and renames the folder
@@ -46,7 +72,7 @@ impl HeadStore {
         let tmp = self.dir.join(format!(".{version}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
-        write_synced(&tmp.join(HEAD_FILE), head)?;
+        write_synced(&tmp.join(self.file), head)?;
         write_synced(&tmp.join("update.json"), record)?;
         let dst = self.dir.join(version);
         if dst.exists() {
@@ -99,7 +125,7 @@ impl HeadStore {
     fn pointer(&self, name: &str) -> Option<String> {
         let target = std::fs::read_link(self.dir.join(name)).ok()?;
         let v = target.file_name()?.to_str()?.to_string();
-        super::valid_name(&v).then_some(v)
+        valid_name(&v).then_some(v)
     }
 
     /// Atomically sets (or removes) a pointer symlink.
@@ -126,7 +152,7 @@ impl HeadStore {
         let keep = [self.current(), self.previous()];
         for e in std::fs::read_dir(&self.dir)?.filter_map(Result::ok) {
             let name = e.file_name().to_string_lossy().into_owned();
-            let is_version = e.file_type().is_ok_and(|t| t.is_dir()) && super::valid_name(&name) && name != "incoming";
+            let is_version = e.file_type().is_ok_and(|t| t.is_dir()) && valid_name(&name) && name != "incoming";
             if is_version && !keep.iter().any(|k| k.as_deref() == Some(name.as_str())) {
                 std::fs::remove_dir_all(e.path())?;
             }
@@ -163,7 +189,7 @@ mod tests {
     #[test]
     fn activate_keeps_one_previous_and_rollback_walks_back() {
         let dir = tempfile::tempdir().unwrap();
-        let s = HeadStore::new(dir.path(), "door");
+        let s = VersionStore::new(dir.path(), "door");
         assert_eq!((s.current(), s.previous()), (None, None));
         for v in ["1", "2", "3"] {
             s.install(v, v.as_bytes(), b"{}").unwrap();
@@ -171,7 +197,7 @@ mod tests {
         }
         assert_eq!((s.current().as_deref(), s.previous().as_deref()), (Some("3"), Some("2")));
         assert!(!s.dir().join("1").exists(), "older versions pruned");
-        assert_eq!(std::fs::read(s.head_path("3")).unwrap(), b"3");
+        assert_eq!(std::fs::read(s.path("3")).unwrap(), b"3");
         assert_eq!(s.rollback().unwrap().as_deref(), Some("2"));
         assert_eq!((s.current().as_deref(), s.previous()), (Some("2"), None));
         assert!(!s.dir().join("3").exists());
@@ -182,9 +208,9 @@ mod tests {
     #[test]
     fn issued_at_ms_persists() {
         let dir = tempfile::tempdir().unwrap();
-        let s = HeadStore::new(dir.path(), "door");
+        let s = VersionStore::new(dir.path(), "door");
         assert_eq!(s.last_issued_at_ms(), 0);
         s.set_last_issued_at_ms(42).unwrap();
-        assert_eq!(HeadStore::new(dir.path(), "door").last_issued_at_ms(), 42);
+        assert_eq!(VersionStore::new(dir.path(), "door").last_issued_at_ms(), 42);
     }
 }
