@@ -94,3 +94,19 @@ fn the_shipped_example_config_is_valid() {
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("1 pipeline(s): driveway"), "{stdout}");
 }
+
+#[test]
+fn every_board_overlay_in_targets_is_valid() {
+    let mut found = 0;
+    for e in std::fs::read_dir(common::root().join("targets")).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            found += 1;
+            let mut c = agent();
+            c.args(["validate", "--config"]).arg(&path);
+            let (status, _, stderr) = run_with_timeout(c, Duration::from_secs(60));
+            assert!(status.success(), "{}: {stderr}", path.display());
+        }
+    }
+    assert!(found >= 4, "board overlays missing");
+}

@@ -24,8 +24,21 @@ pub fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures/images").join(name)
 }
 
+/// The agent binary as a command. Under `EDGE_AGENT_TEST_RUNNER` (e.g. `qemu-aarch64 -cpu
+/// cortex-a76`, set by CI for the ARM test run) the binary is started through it, since an
+/// ARM test binary cannot exec an ARM child without binfmt support on the host.
 pub fn agent() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+    let bin = env!("CARGO_BIN_EXE_edge-agent");
+    let runner = std::env::var("EDGE_AGENT_TEST_RUNNER").unwrap_or_default();
+    let mut parts = runner.split_whitespace();
+    let mut c = match parts.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(parts).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     c.arg("--models-dir").arg(models()).env("RUST_LOG", "warn");
     c
 }
