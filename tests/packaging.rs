@@ -95,3 +95,28 @@ fn the_debian_package_holds_what_install_places() {
     let conffiles = Command::new("dpkg-deb").arg("--ctrl-tarfile").arg(&deb).output().unwrap();
     assert!(String::from_utf8_lossy(&conffiles.stdout).contains("conffiles"));
 }
+
+#[test]
+fn the_unit_verifies_and_scores_at_most_2_in_systemd_analyze_security() {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("systemd-analyze not installed; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(root().join("systemd/edge-agent.service")).unwrap();
+    let path = dir.path().join("edge-agent.service");
+    std::fs::write(&path, unit.replace("/usr/bin/edge-agent", BIN)).unwrap();
+    let verify = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let said = String::from_utf8_lossy(&verify.stderr).to_string();
+    // warnings about this unit name it; the host's own units are not our business
+    assert!(verify.status.success() && !said.contains("edge-agent.service:"), "systemd-analyze verify: {said}");
+    let security = Command::new("systemd-analyze").args(["security", "--offline=yes"]).arg(&path).output().unwrap();
+    let out = String::from_utf8_lossy(&security.stdout);
+    let score: f64 = out
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for edge-agent.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no score in:\n{out}"));
+    assert!(score <= 2.0, "exposure {score}:\n{out}");
+}
