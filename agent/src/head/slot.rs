@@ -128,7 +128,7 @@ impl HeadSlot {
                             shipped.version.clone()
                         }
                     };
-                    let _ = slot.events.send(SlotEvent::AutoRolledBack {
+                    slot.report(SlotEvent::AutoRolledBack {
                         slot: slot.name.clone(),
                         failed: version,
                         restored,
@@ -224,13 +224,26 @@ impl HeadSlot {
             if Arc::ptr_eq(&prior, &active) {
                 self.after_rollback();
                 tracing::error!(slot = %self.name, failed = %active.version, restored = %previous.version, "new head failed on probation; rolled back");
-                let _ = self.events.send(SlotEvent::AutoRolledBack {
+                self.report(SlotEvent::AutoRolledBack {
                     slot: self.name.clone(),
                     failed: active.version.clone(),
                     restored: previous.version.clone(),
                     reason: "non-finite scores during probation".into(),
                 });
             }
+        }
+    }
+}
+
+/// Slot events waiting for the updates thread.
+const EVENT_QUEUE: usize = 64;
+
+impl HeadSlot {
+    /// Hands an event to the updates thread without waiting (an inference thread calls this);
+    /// one that does not fit is logged, the rollback itself has already happened.
+    fn report(&self, event: SlotEvent) {
+        if let Err(e) = self.events.try_send(event) {
+            tracing::error!(slot = %self.name, event = ?e.into_inner(), "slot event dropped: the updates queue is full");
         }
     }
 }
@@ -248,7 +261,8 @@ pub struct HeadSlots {
 
 impl Default for HeadSlots {
     fn default() -> Self {
-        let (events_tx, events) = crossbeam_channel::unbounded();
+        // one event per rollback at most: a small bound, and senders never wait (try_send)
+        let (events_tx, events) = crossbeam_channel::bounded(EVENT_QUEUE);
         HeadSlots { slots: BTreeMap::new(), events_tx, events }
     }
 }

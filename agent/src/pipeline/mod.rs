@@ -103,7 +103,9 @@ pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Built, Vec<Pipeli
             restored: restored.unwrap_or_default(),
             reason: format!("failed to load at start: {reason}"),
         };
-        let _ = slots.events_tx.send(event);
+        if slots.events_tx.try_send(event).is_err() {
+            tracing::error!("model rollback event dropped: the updates queue is full");
+        }
     }
     let models = pool.targets();
     if errors.is_empty() { Ok(Built { pipelines: built, slots, models }) } else { Err(errors) }
