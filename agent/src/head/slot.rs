@@ -120,12 +120,13 @@ impl HeadSlot {
                 }
                 Err(reason) => {
                     tracing::error!(slot = %slot.name, %version, %reason, "stored head does not load; rolling back");
-                    let restored = match slot.store.rollback() {
-                        Ok(r) => r.unwrap_or_else(|| shipped.version.clone()),
+                    // a store that cannot be rolled back would be read again and again:
+                    // serve the shipped head and stop walking
+                    let (restored, stuck) = match slot.store.rollback() {
+                        Ok(r) => (r.unwrap_or_else(|| shipped.version.clone()), false),
                         Err(e) => {
-                            tracing::error!(slot = %slot.name, error = %e, "cannot roll back on disk; using the shipped head");
-                            let _ = std::fs::remove_file(slot.store.dir().join("current"));
-                            shipped.version.clone()
+                            tracing::error!(slot = %slot.name, error = %e, "cannot roll back on disk; serving the shipped head");
+                            (shipped.version.clone(), true)
                         }
                     };
                     slot.report(SlotEvent::AutoRolledBack {
@@ -134,6 +135,9 @@ impl HeadSlot {
                         restored,
                         reason: format!("failed to load at start: {reason}"),
                     });
+                    if stuck {
+                        break;
+                    }
                 }
             }
         }
@@ -207,6 +211,7 @@ impl HeadSlot {
         loop {
             let active = self.active.load_full();
             if let Some(p) = active.head.probabilities(embedding) {
+                // Err only means probation was already over
                 let _ = self.probation_left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
                 return Ok(Classified {
                     labels: active.head.top_k(&p, k),

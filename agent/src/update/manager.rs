@@ -119,9 +119,14 @@ impl Manager {
 
     fn send(&self, slot: &str, status: Status) {
         let payload = serde_json::to_vec(&status).unwrap_or_default();
-        let msg = Outgoing { topic: self.topics.update_status(slot), payload, retain: false };
-        if self.out.blocking_send(msg).is_err() {
-            tracing::debug!("results channel closed; update status not published");
+        self.emit(Outgoing { topic: self.topics.update_status(slot), payload, retain: false });
+    }
+
+    /// Into the results channel (the publisher, or its outbox when the broker is away). It
+    /// closes only at shutdown, after which there is nobody to tell.
+    fn emit(&self, msg: Outgoing) {
+        if let Err(e) = self.out.blocking_send(msg) {
+            tracing::debug!(topic = %e.0.topic, "results channel closed; update message not published");
         }
     }
 
@@ -139,8 +144,7 @@ impl Manager {
             "previous": slot.previous_version(),
         }))
         .unwrap_or_default();
-        let msg = Outgoing { topic: self.topics.model_active(&slot.name), payload, retain: true };
-        let _ = self.out.blocking_send(msg);
+        self.emit(Outgoing { topic: self.topics.model_active(&slot.name), payload, retain: true });
     }
 
     /// The retained description of a model target (`.../models/<name>/active/<precision>`).
@@ -154,7 +158,7 @@ impl Manager {
         }))
         .unwrap_or_default();
         let topic = format!("{}/{}", self.topics.model_active(&m.name), m.precision);
-        let _ = self.out.blocking_send(Outgoing { topic, payload, retain: true });
+        self.emit(Outgoing { topic, payload, retain: true });
     }
 
     pub(crate) fn on_message(&mut self, m: &Incoming) {
@@ -267,7 +271,7 @@ impl Manager {
         // one partial transfer per slot is kept: drop other slots' leftovers of this slot
         for e in std::fs::read_dir(&incoming).into_iter().flatten().filter_map(Result::ok) {
             if e.file_name().to_string_lossy() != format!("{sha}.part") {
-                let _ = std::fs::remove_file(e.path());
+                remove_quietly(&e.path());
             }
         }
         let part = incoming.join(format!("{sha}.part"));
@@ -313,7 +317,7 @@ impl Manager {
             return Ok(());
         }
         if offset + bytes.len() as u64 > total {
-            let _ = std::fs::remove_file(&t.part);
+            remove_quietly(&t.part);
             return Err(format!("chunk at {offset} of {} bytes runs past the end ({total})", bytes.len()));
         }
         t.file.write_all(&bytes).map_err(|e| format!("cannot store: {e}"))?;
@@ -354,7 +358,7 @@ impl Manager {
         let started = Instant::now();
         let t = self.transfers.remove(name).ok_or("no transfer")?;
         let bytes = std::fs::read(&t.part).map_err(|e| format!("cannot read the received file: {e}"));
-        let _ = std::fs::remove_file(&t.part);
+        remove_quietly(&t.part);
         let bytes = bytes?;
         let sha = crate::update::sha256_hex(&bytes);
         if bytes.len() as u64 != t.manifest.size {
@@ -393,7 +397,9 @@ impl Manager {
                 // stored first (tract loads from a file), current only once it has loaded
                 store.install(&version, &bytes, &record).map_err(persist)?;
                 let loaded = m.load_version(&version).map_err(|e| {
-                    let _ = store.discard(&version);
+                    if let Err(e) = store.discard(&version) {
+                        tracing::warn!(%version, error = %e, "rejected model not removed from the store");
+                    }
                     format!("does not load as {}: {e}", m.name)
                 })?;
                 self.send(name, status(State::Verified));
@@ -484,6 +490,17 @@ impl Manager {
                 self.send(&slot, s.progress(t.received, t.manifest.size));
             }
         }
+    }
+}
+
+/// Removes a leftover file; a failure is logged (it costs disk, not correctness: a stale part
+/// file is checked like any other before use).
+fn remove_quietly(path: &std::path::Path) {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove")
+        }
+        _ => {}
     }
 }
 

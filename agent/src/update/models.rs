@@ -90,10 +90,13 @@ impl ModelTarget {
                 }
                 Err(reason) => {
                     tracing::error!(model = %self.name, %version, %reason, "stored model does not load; rolling back");
-                    if self.store.rollback().is_err() {
-                        let _ = std::fs::remove_file(self.store.dir().join("current"));
-                    }
                     failed.push((version, reason));
+                    // a store that cannot be rolled back would be read again and again:
+                    // keep the shipped model and stop walking
+                    if let Err(e) = self.store.rollback() {
+                        tracing::error!(model = %self.name, error = %e, "cannot roll back on disk; serving the shipped model");
+                        break;
+                    }
                 }
             }
         }
