@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod audio;
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod demo;

@@ -111,6 +111,39 @@ enum Command {
         #[arg(long)]
         precision: Option<Precision>,
     },
+    /// Time every model (or --model) in tract at fp32 and int8, against onnxruntime when its
+    /// venv exists (scripts/make-bench-venv.sh), and the agent end to end; prints a table.
+    Bench {
+        /// A model (repeatable; default: all). Whisper's encoder is `whisper-tiny-en`.
+        #[arg(long)]
+        model: Vec<String>,
+        /// Threads for one inference.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Timed runs after three warm-ups.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// One JSON object per model instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Also write the measurements as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Skip onnxruntime.
+        #[arg(long)]
+        no_reference: bool,
+        /// Skip the end-to-end run.
+        #[arg(long)]
+        no_e2e: bool,
+        /// Time another graph file for a precision, e.g. `int8=my-quantization.onnx` (with one
+        /// --model; onnxruntime times it too).
+        #[arg(long, value_name = "PRECISION=PATH")]
+        file: Vec<String>,
+        #[arg(long, hide = true)]
+        child_variant: Option<Precision>,
+        #[arg(long, hide = true)]
+        child_e2e: Option<Precision>,
+    },
     /// List the audio capture devices (names for a microphone source's `device`).
     Devices,
     /// List or verify the installed models.
@@ -334,6 +367,56 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let done = rt.block_on(edge_agent::update::push::rollback(&t, &key, &slot, precision, print_status))?;
             eprintln!("{slot}: back to {} on {}", done.version.unwrap_or_default(), t.device);
+        }
+        Command::Bench { model, threads, runs, json, csv, no_reference, no_e2e, file, child_variant, child_e2e } => {
+            if !(1..=256).contains(&threads) || !(1..=10_000).contains(&runs) {
+                bail!("--threads must be in [1, 256] and --runs in [1, 10000]");
+            }
+            let catalog = catalog()?;
+            let mut targets = edge_agent::bench::select(&catalog, &model)?;
+            if !file.is_empty() {
+                let [target] = &mut targets[..] else { bail!("--file needs exactly one --model") };
+                for f in &file {
+                    let (p, path) = f.split_once('=').context("--file wants PRECISION=PATH")?;
+                    let precision: Precision = p.parse().map_err(|e| anyhow::anyhow!("--file {f}: {e}"))?;
+                    target
+                        .files
+                        .insert(precision, (std::fs::canonicalize(path).with_context(|| path.to_string())?, None));
+                }
+            }
+            let opts = edge_agent::bench::Options { threads, runs, reference: !no_reference, e2e: !no_e2e };
+            if let Some(precision) = child_variant {
+                let target = targets.first().context("--child-variant needs --model")?;
+                println!("{}", serde_json::to_string(&edge_agent::bench::measure(target, &precision, &opts)?)?);
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            if let Some(precision) = child_e2e {
+                let target = targets.first().context("--child-e2e needs --model")?;
+                let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+                let e2e = edge_agent::bench::with_threads(threads, || {
+                    rt.block_on(edge_agent::bench::e2e::run(&catalog, &target.name, precision, runs))
+                })?;
+                println!("{}", serde_json::to_string(&e2e)?);
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            let exe = std::env::current_exe().context("finding this program to run the measurements")?;
+            let overrides: Vec<String> = file.iter().flat_map(|f| ["--file".to_string(), f.clone()]).collect();
+            let mut reports = Vec::new();
+            for target in &targets {
+                eprintln!("bench: {} ...", target.name);
+                let report = edge_agent::bench::report(&exe, &overrides, target, &opts);
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                }
+                reports.push(report);
+            }
+            if !json {
+                print!("{}", edge_agent::bench::print_table(&reports));
+            }
+            if let Some(path) = csv {
+                std::fs::write(&path, edge_agent::bench::csv(&reports))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
         }
         Command::Devices => {
             for name in edge_agent::audio::microphone::devices() {

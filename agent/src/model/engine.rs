@@ -78,12 +78,7 @@ impl LoadedModel {
             return Err(EngineError::Checksum { path, expected: variant.sha256.clone(), actual });
         }
         let load_err = |e: TractError| EngineError::Load { path: path.clone(), message: format!("{e:#}") };
-        let shape = input_shape(&m.input);
-        let model = tract_onnx::onnx()
-            .model_for_path(&path)
-            .and_then(|model| model.with_input_fact(0, f32::fact(shape).into()))
-            .and_then(|model| model.into_optimized())
-            .map_err(load_err)?;
+        let model = optimized(&path, &input_shape(&m.input)).map_err(load_err)?;
         let found: Vec<String> = model
             .output_outlets()
             .map_err(load_err)?
@@ -122,6 +117,12 @@ impl LoadedModel {
         let picked = self.output_index.iter().map(|&i| outputs[i].clone()).collect();
         Ok((picked, elapsed))
     }
+}
+
+/// Parses an image model's ONNX file for an input of `shape` and optimises it: the graph the
+/// agent runs (and `edge-agent bench` times).
+pub fn optimized(path: &std::path::Path, shape: &[usize]) -> TractResult<TypedModel> {
+    tract_onnx::onnx().model_for_path(path)?.with_input_fact(0, f32::fact(shape).into())?.into_optimized()
 }
 
 /// The input tensor shape an [`InputSpec`] describes (batch of one).

@@ -2,7 +2,7 @@
 //! loading a variant into tract (shared by every pipeline that uses it).
 
 mod catalog;
-mod engine;
+pub(crate) mod engine;
 mod manifest;
 mod speech_manifest;
 

@@ -1,0 +1,132 @@
+//! The agent end to end: one pipeline over `runs` copies of a bundled photo, through the real
+//! stages and publisher to an in-process broker, timed by a subscriber at the far side. The
+//! interval between results, in steady state, is what a device delivers per frame; comparing
+//! it with raw inference shows what everything around the model costs.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{
+    AgentSettings, ClassifyStage, Config, DetectStage, MqttSettings, PipelineConfig, Precision, SinkConfig,
+    SourceConfig, StageConfig, Tiling,
+};
+use crate::model::{Catalog, Task};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndToEnd {
+    pub frames: usize,
+    /// (last result - first result) / (frames - 1): steady state, model loading excluded.
+    pub ms_per_frame: f64,
+    /// Median inference time the pipeline itself reported for those frames.
+    pub inference_ms: f64,
+    pub photo: String,
+    pub peak_rss_mb: f64,
+}
+
+fn stage(model: &str, task: &Task, precision: Precision) -> StageConfig {
+    match task {
+        Task::Detection => StageConfig::Detect(DetectStage {
+            model: model.into(),
+            precision,
+            threshold: None,
+            nms_iou: 0.5,
+            classes: vec![],
+            max_detections: 100,
+            tiling: Tiling::None,
+        }),
+        Task::Embedding => StageConfig::Classify(ClassifyStage {
+            model: model.into(),
+            precision,
+            head: "imagenet".into(),
+            slot: None,
+            top_k: 5,
+            on: vec![],
+        }),
+    }
+}
+
+/// Runs the pipeline for `model` at `precision` over `frames` photos and times the results.
+pub async fn run(catalog: &Catalog, model: &str, precision: Precision, frames: usize) -> Result<EndToEnd> {
+    let entry = catalog.get(model).with_context(|| format!("no image model {model:?}"))?;
+    let frames = frames.max(2);
+    let samples = crate::demo::samples_dir();
+    let mut photos: Vec<_> = std::fs::read_dir(&samples)
+        .with_context(|| format!("reading the bundled photos in {}", samples.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    photos.sort();
+    let photo = photos.first().with_context(|| format!("no .jpg in {}", samples.display()))?.clone();
+    let dir = tempfile::tempdir()?;
+    let frames_dir = dir.path().join("frames");
+    std::fs::create_dir(&frames_dir)?;
+    for i in 0..frames {
+        std::fs::copy(&photo, frames_dir.join(format!("{i:05}.jpg")))?;
+    }
+
+    let port = crate::broker::free_port()?;
+    tokio::task::spawn_blocking(move || crate::broker::start(port)).await??;
+    let mut opts = MqttOptions::new("bench-subscriber", "127.0.0.1", port);
+    opts.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    client.subscribe("edge-agent/bench/+/bench", QoS::AtLeastOnce).await?;
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let listener = tokio::spawn(async move {
+        let mut ready = Some(ready_tx);
+        let mut seen: Vec<(Instant, f64)> = Vec::new();
+        while seen.len() < frames {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = ready.take() {
+                        tx.send(()).ok();
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
+                    let ms = v.get("inference_ms").and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
+                    seen.push((Instant::now(), ms));
+                }
+                Ok(_) => {}
+                Err(e) => bail!("bench subscriber lost the broker: {e}"),
+            }
+        }
+        Ok(seen)
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready_rx).await.context("subscribing")??;
+
+    let pipeline = PipelineConfig {
+        source: SourceConfig::Images { path: frames_dir.display().to_string(), fps: None, r#loop: false },
+        stages: vec![stage(model, &entry.manifest.task, precision)],
+        sinks: vec![SinkConfig::Mqtt(Default::default())],
+    };
+    let config = Config {
+        agent: AgentSettings {
+            device_id: "bench".into(),
+            models_dir: Some(catalog.dir.clone()),
+            state_dir: dir.path().join("state"),
+            shutdown_timeout_secs: 20.0,
+            stats_interval_secs: 3600.0,
+            metrics_listen: None,
+        },
+        mqtt: MqttSettings { port, ..Default::default() },
+        outbox: Default::default(),
+        updates: Default::default(),
+        pipelines: BTreeMap::from([("bench".to_string(), pipeline)]),
+    };
+    crate::app::serve(config, std::future::pending()).await?;
+    let seen =
+        tokio::time::timeout(Duration::from_secs(30), listener).await.context("waiting for the results")???;
+    let span = seen[seen.len() - 1].0.duration_since(seen[0].0).as_secs_f64() * 1e3;
+    let mut inference: Vec<f64> = seen.iter().map(|s| s.1).filter(|x| x.is_finite()).collect();
+    Ok(EndToEnd {
+        frames,
+        ms_per_frame: span / (frames - 1) as f64,
+        inference_ms: super::median_p90(&mut inference).0,
+        photo: photo.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+        peak_rss_mb: super::peak_rss_mb(),
+    })
+}

@@ -1,0 +1,348 @@
+//! `edge-agent bench`: every shipped model timed side by side in one run. For each model, tract
+//! at fp32 and at int8 as shipped (each in its own child process, so each has its own peak
+//! RSS and load time), onnxruntime at both precisions on the same input bytes when its venv
+//! is there, the model's MAC count and the share of this core's peak it reaches, and the agent
+//! end to end (photos in, results published to a broker) against raw inference.
+
+pub mod cost;
+pub mod e2e;
+pub mod reference;
+mod table;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tract_onnx::prelude::*;
+
+use crate::config::Precision;
+use crate::model::{Catalog, engine};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("no model named {0:?} to benchmark (have: {1})")]
+    Unknown(String, String),
+    #[error("{path}: {message}")]
+    Model { path: PathBuf, message: String },
+    #[error("{0}")]
+    Child(String),
+}
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// tract's (and onnxruntime's) threads for one inference.
+    pub threads: usize,
+    /// Timed runs after three warm-ups.
+    pub runs: usize,
+    pub reference: bool,
+    pub e2e: bool,
+}
+
+/// One graph the benchmark can time: a vision model, or Whisper's encoder.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// The graph file of each precision, and the command that makes it when it is missing.
+    pub files: BTreeMap<Precision, (PathBuf, Option<String>)>,
+    speech: bool,
+    /// The model's task for the end-to-end run (vision only).
+    pub task: Option<crate::model::Task>,
+}
+
+/// Whisper's encoder input: 80 mel bins by 3000 frames (30 s).
+const WHISPER_MEL: [usize; 3] = [1, 80, 3000];
+
+/// Every benchmarkable graph of a catalog, vision models first.
+pub fn targets(catalog: &Catalog) -> Vec<Target> {
+    let mut out = Vec::new();
+    for name in catalog.names() {
+        if let Some(entry) = catalog.get(&name) {
+            let files = entry
+                .manifest
+                .variants
+                .iter()
+                .map(|(p, v)| (p.clone(), (entry.dir.join(&v.file), v.make.clone())))
+                .collect();
+            let shape = engine::input_shape(&entry.manifest.input).to_vec();
+            out.push(Target { name, shape, files, speech: false, task: Some(entry.manifest.task) });
+        }
+    }
+    for entry in catalog.speech_entries() {
+        let mut files = BTreeMap::new();
+        for precision in entry.manifest.variants.keys() {
+            if let Some((path, _)) = entry.file(precision, "encoder") {
+                files.insert(precision.clone(), (path, entry.make_hint(precision)));
+            }
+        }
+        if !files.is_empty() {
+            let name = format!("{}/encoder", entry.manifest.name);
+            out.push(Target { name, shape: WHISPER_MEL.to_vec(), files, speech: true, task: None });
+        }
+    }
+    out
+}
+
+/// tract on one precision of one graph, measured in this process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Variant {
+    pub file: PathBuf,
+    pub file_bytes: u64,
+    pub load_ms: f64,
+    pub median_ms: f64,
+    pub p90_ms: f64,
+    /// This process's high-water resident memory (kernel's VmHWM) after the runs.
+    pub peak_rss_mb: f64,
+}
+
+/// The whole report of one model, as `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub model: String,
+    pub input_shape: Vec<usize>,
+    pub threads: usize,
+    pub runs: usize,
+    pub macs: Option<u64>,
+    pub tract_fp32_ms: Option<f64>,
+    pub tract_int8_ms: Option<f64>,
+    /// tract int8 / tract fp32 (below 1: int8 pays).
+    pub int8_over_fp32: Option<f64>,
+    pub onnxruntime_fp32_ms: Option<f64>,
+    pub onnxruntime_int8_ms: Option<f64>,
+    /// tract int8 / onnxruntime int8.
+    pub tract_over_onnxruntime_int8: Option<f64>,
+    /// Share of the core's nominal peak MAC rate, per precision.
+    pub peak_fraction_fp32: Option<f64>,
+    pub peak_fraction_int8: Option<f64>,
+    pub e2e: Option<e2e::EndToEnd>,
+    /// e2e ms per frame / tract int8 raw inference ms.
+    pub e2e_over_raw: Option<f64>,
+    pub tract: BTreeMap<String, Variant>,
+    pub onnxruntime: BTreeMap<String, reference::Timing>,
+    /// Variants or runs that could not be measured, and why.
+    pub missing: Vec<String>,
+    pub cpu: cost::Peak,
+}
+
+/// A deterministic input in [0, 1): the same bytes for tract and onnxruntime.
+pub fn input(shape: &[usize]) -> TractResult<Tensor> {
+    Tensor::from_shape(shape, &input_values(shape))
+}
+
+fn input_values(shape: &[usize]) -> Vec<f32> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..shape.iter().product::<usize>())
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+fn plan(target: &Target, path: &Path) -> TractResult<Arc<TypedRunnableModel>> {
+    if target.speech {
+        return crate::speech::load_plan(path).map_err(|e| anyhow::anyhow!("{e}"));
+    }
+    engine::optimized(path, &target.shape)?.into_runnable()
+}
+
+/// Loads and times one precision of a target here (the child process's work).
+pub fn measure(target: &Target, precision: &Precision, opts: &Options) -> Result<Variant, BenchError> {
+    let (path, hint) = target.files.get(precision).cloned().ok_or_else(|| BenchError::Model {
+        path: PathBuf::from(&target.name),
+        message: format!("no {precision} variant"),
+    })?;
+    let err = |message: String| BenchError::Model { path: path.clone(), message };
+    if !path.is_file() {
+        return Err(err(format!("missing (make it with {})", hint.unwrap_or_default())));
+    }
+    let run = || -> TractResult<Variant> {
+        let started = Instant::now();
+        let plan = plan(target, &path)?;
+        let load_ms = started.elapsed().as_secs_f64() * 1e3;
+        let x = input(&target.shape)?;
+        for _ in 0..3 {
+            plan.run(tvec!(x.clone().into()))?;
+        }
+        let mut times = Vec::with_capacity(opts.runs);
+        for _ in 0..opts.runs {
+            let t = Instant::now();
+            plan.run(tvec!(x.clone().into()))?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let (median_ms, p90_ms) = median_p90(&mut times);
+        let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        Ok(Variant { file: path.clone(), file_bytes, load_ms, median_ms, p90_ms, peak_rss_mb: peak_rss_mb() })
+    };
+    with_threads(opts.threads, run).map_err(|e| err(format!("{e:#}")))
+}
+
+/// Runs `f` with tract using `threads` threads for each inference (1: the calling thread).
+pub fn with_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    use tract_linalg::multithread::{Executor, multithread_tract_scope};
+    if threads <= 1 {
+        return f();
+    }
+    multithread_tract_scope(Executor::multithread_with_name(threads, "tract"), f)
+}
+
+/// The median and 90th percentile of `times` (sorted in place).
+pub fn median_p90(times: &mut [f64]) -> (f64, f64) {
+    if times.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    let median = if n % 2 == 1 { times[n / 2] } else { (times[n / 2 - 1] + times[n / 2]) / 2.0 };
+    (median, times[((n as f64 * 0.9).ceil() as usize).clamp(1, n) - 1])
+}
+
+/// The kernel's high-water mark of this process's resident memory, in MiB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// MACs of a target's fp32 graph (the int8 one computes the same products).
+pub fn target_macs(target: &Target) -> Option<u64> {
+    let (path, _) = target.files.get(&Precision::Fp32).or_else(|| target.files.values().next())?;
+    let model = tract_onnx::onnx()
+        .model_for_path(path)
+        .and_then(|m| if target.speech { Ok(m) } else { m.with_input_fact(0, f32::fact(&target.shape).into()) })
+        .and_then(|m| m.into_typed())
+        .and_then(|m| m.into_decluttered())
+        .ok()?;
+    cost::macs(&model).ok()
+}
+
+/// Measures one target: each tract variant in a child process (`exe`), onnxruntime, e2e.
+pub fn report(exe: &Path, overrides: &[String], target: &Target, opts: &Options) -> Report {
+    let mut missing = Vec::new();
+    let mut tract = BTreeMap::new();
+    for precision in target.files.keys() {
+        let measured = child(exe, overrides, target, precision, opts, "--child-variant")
+            .and_then(|v| serde_json::from_value::<Variant>(v).map_err(|e| e.to_string()));
+        match measured {
+            Ok(v) => {
+                tract.insert(precision.to_string(), v);
+            }
+            Err(e) => missing.push(format!("tract {precision}: {e}")),
+        }
+    }
+    let mut onnxruntime = BTreeMap::new();
+    if opts.reference {
+        match reference::python() {
+            None => missing.push("onnxruntime: no venv (make it with scripts/make-bench-venv.sh)".into()),
+            Some(python) => match ort_all(&python, target, opts) {
+                Ok(t) => onnxruntime = t,
+                Err(e) => missing.push(e),
+            },
+        }
+    }
+    let e2e = if opts.e2e && target.task.is_some() {
+        match child(exe, overrides, target, &Precision::Int8, opts, "--child-e2e") {
+            Ok(v) => serde_json::from_value::<e2e::EndToEnd>(v).map_err(|e| missing.push(format!("e2e: {e}"))).ok(),
+            Err(e) => {
+                missing.push(format!("e2e: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let cpu = cost::Peak::detect();
+    let macs = target_macs(target);
+    let ms = |m: &BTreeMap<String, Variant>, p: &str| m.get(p).map(|v| v.median_ms);
+    let ort = |p: &str| onnxruntime.get(p).map(|t: &reference::Timing| t.median_ms);
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let (fp32, int8) = (ms(&tract, "fp32"), ms(&tract, "int8"));
+    Report {
+        model: target.name.clone(),
+        input_shape: target.shape.clone(),
+        threads: opts.threads,
+        runs: opts.runs,
+        macs,
+        tract_fp32_ms: fp32,
+        tract_int8_ms: int8,
+        int8_over_fp32: ratio(int8, fp32),
+        onnxruntime_fp32_ms: ort("fp32"),
+        onnxruntime_int8_ms: ort("int8"),
+        tract_over_onnxruntime_int8: ratio(int8, ort("int8")),
+        peak_fraction_fp32: macs.zip(fp32).and_then(|(m, t)| cpu.fraction(m, t, false)),
+        peak_fraction_int8: macs.zip(int8).and_then(|(m, t)| cpu.fraction(m, t, true)),
+        e2e_over_raw: ratio(e2e.as_ref().map(|e| e.ms_per_frame), int8),
+        e2e,
+        tract,
+        onnxruntime,
+        missing,
+        cpu,
+    }
+}
+
+fn ort_all(python: &Path, target: &Target, opts: &Options) -> Result<BTreeMap<String, reference::Timing>, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let input_path = dir.path().join("input.f32");
+    let bytes: Vec<u8> = input_values(&target.shape).iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&input_path, bytes).map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for (precision, (path, _)) in &target.files {
+        if path.is_file() {
+            let t = reference::time(python, path, &input_path, &target.shape, opts.threads, opts.runs)?;
+            out.insert(precision.to_string(), t);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `exe bench --model NAME <mode> PRECISION --json` and parses its one JSON line.
+fn child(
+    exe: &Path,
+    overrides: &[String],
+    target: &Target,
+    precision: &Precision,
+    opts: &Options,
+    mode: &str,
+) -> Result<serde_json::Value, String> {
+    let out = std::process::Command::new(exe)
+        .args(["bench", "--model", &target.name, mode, &precision.to_string(), "--json"])
+        .args(["--threads", &opts.threads.to_string(), "--runs", &opts.runs.to_string()])
+        .args(overrides)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .output()
+        .map_err(|e| format!("starting {}: {e}", exe.display()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(stderr.lines().rev().find(|l| l.starts_with("error")).unwrap_or(stderr.trim()).to_string());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("child's answer: {e}"))
+}
+
+/// Picks the targets named (all when empty).
+pub fn select(catalog: &Catalog, names: &[String]) -> Result<Vec<Target>, BenchError> {
+    let all = targets(catalog);
+    if names.is_empty() {
+        return Ok(all);
+    }
+    names
+        .iter()
+        .map(|n| {
+            all.iter().find(|t| t.name == *n || t.name.split('/').next() == Some(n.as_str())).cloned().ok_or_else(
+                || BenchError::Unknown(n.clone(), all.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")),
+            )
+        })
+        .collect()
+}
+
+pub use table::{csv, print_table};
