@@ -65,6 +65,7 @@ pub fn config(port: u16, models_dir: PathBuf, samples: &Path, speech: &Path) -> 
         source: source.clone(),
         stages: vec![detect(model)],
         sinks: vec![SinkConfig::Mqtt(Default::default())],
+        threads: 1,
     };
     Config {
         agent: AgentSettings {
@@ -93,6 +94,7 @@ pub fn config(port: u16, models_dir: PathBuf, samples: &Path, speech: &Path) -> 
                         on: vec![],
                     })],
                     sinks: vec![SinkConfig::Mqtt(Default::default())],
+                    threads: 1,
                 },
             ),
             ("faces".into(), pipeline("blazeface")),
@@ -113,6 +115,7 @@ fn speech_pipeline(wav: &Path) -> PipelineConfig {
             }),
         ],
         sinks: vec![SinkConfig::Mqtt(Default::default())],
+        threads: 1,
     }
 }
 

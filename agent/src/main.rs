@@ -393,9 +393,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             if let Some(precision) = child_e2e {
                 let target = targets.first().context("--child-e2e needs --model")?;
                 let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-                let e2e = edge_agent::bench::with_threads(threads, || {
-                    rt.block_on(edge_agent::bench::e2e::run(&catalog, &target.name, precision, runs))
-                })?;
+                let e2e = rt.block_on(edge_agent::bench::e2e::run(&catalog, &target.name, precision, runs, threads))?;
                 println!("{}", serde_json::to_string(&e2e)?);
                 return Ok(std::process::ExitCode::SUCCESS);
             }

@@ -50,7 +50,13 @@ fn stage(model: &str, task: &Task, precision: Precision) -> StageConfig {
 }
 
 /// Runs the pipeline for `model` at `precision` over `frames` photos and times the results.
-pub async fn run(catalog: &Catalog, model: &str, precision: Precision, frames: usize) -> Result<EndToEnd> {
+pub async fn run(
+    catalog: &Catalog,
+    model: &str,
+    precision: Precision,
+    frames: usize,
+    threads: usize,
+) -> Result<EndToEnd> {
     let entry = catalog.get(model).with_context(|| format!("no image model {model:?}"))?;
     let frames = frames.max(2);
     let samples = crate::demo::samples_dir();
@@ -102,6 +108,7 @@ pub async fn run(catalog: &Catalog, model: &str, precision: Precision, frames: u
         source: SourceConfig::Images { path: frames_dir.display().to_string(), fps: None, r#loop: false },
         stages: vec![stage(model, &entry.manifest.task, precision)],
         sinks: vec![SinkConfig::Mqtt(Default::default())],
+        threads,
     };
     let config = Config {
         agent: AgentSettings {

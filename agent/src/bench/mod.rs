@@ -178,16 +178,7 @@ pub fn measure(target: &Target, precision: &Precision, opts: &Options) -> Result
         let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         Ok(Variant { file: path.clone(), file_bytes, load_ms, median_ms, p90_ms, peak_rss_mb: peak_rss_mb() })
     };
-    with_threads(opts.threads, run).map_err(|e| err(format!("{e:#}")))
-}
-
-/// Runs `f` with tract using `threads` threads for each inference (1: the calling thread).
-pub fn with_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
-    use tract_linalg::multithread::{Executor, multithread_tract_scope};
-    if threads <= 1 {
-        return f();
-    }
-    multithread_tract_scope(Executor::multithread_with_name(threads, "tract"), f)
+    engine::with_threads(opts.threads, run).map_err(|e| err(format!("{e:#}")))
 }
 
 /// The median and 90th percentile of `times` (sorted in place).

@@ -154,6 +154,15 @@ pub struct PipelineConfig {
     pub stages: Vec<StageConfig>,
     #[serde(default = "default_sinks")]
     pub sinks: Vec<SinkConfig>,
+    /// Threads for one inference (tract splits its matrix products across them). Pipelines
+    /// already run in parallel, one inference thread each; raise this on a board with idle
+    /// cores and one heavy pipeline.
+    #[serde(default = "one_thread")]
+    pub threads: usize,
+}
+
+fn one_thread() -> usize {
+    1
 }
 
 /// The sinks a pipeline gets when it names none: MQTT.

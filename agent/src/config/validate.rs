@@ -101,6 +101,9 @@ fn part<T: DeserializeOwned + Default>(
     }
 }
 
+/// Most threads one pipeline's inference may use.
+const MAX_THREADS: u64 = 64;
+
 /// A pipeline's source, stages and sinks are deserialized one by one so that a mistake in
 /// one does not hide a mistake in another.
 fn pipeline(path: &str, value: Value, issues: &mut Vec<Issue>) -> Option<PipelineConfig> {
@@ -109,8 +112,8 @@ fn pipeline(path: &str, value: Value, issues: &mut Vec<Issue>) -> Option<Pipelin
         return None;
     };
     let before = issues.len();
-    for key in map.keys().filter(|k| !["source", "stages", "sinks"].contains(&k.as_str())) {
-        issues.push(issue(format!("{path}.{key}"), "unknown field (expected source, stages, sinks)"));
+    for key in map.keys().filter(|k| !["source", "stages", "sinks", "threads"].contains(&k.as_str())) {
+        issues.push(issue(format!("{path}.{key}"), "unknown field (expected source, stages, sinks, threads)"));
     }
     let source = match map.remove("source") {
         Some(v) => typed(&format!("{path}.source"), v, issues),
@@ -132,10 +135,20 @@ fn pipeline(path: &str, value: Value, issues: &mut Vec<Issue>) -> Option<Pipelin
         Some(v) => typed(&format!("{path}.sinks"), v, issues),
         None => Some(super::types::default_sinks()),
     };
+    let threads = match map.remove("threads") {
+        None => Some(1),
+        Some(v) => match v.as_u64() {
+            Some(n @ 1..=MAX_THREADS) => Some(n as usize),
+            _ => {
+                issues.push(issue(format!("{path}.threads"), format!("must be a whole number in [1, {MAX_THREADS}]")));
+                None
+            }
+        },
+    };
     if issues.len() != before {
         return None;
     }
-    Some(PipelineConfig { source: source?, stages, sinks: sinks? })
+    Some(PipelineConfig { source: source?, stages, sinks: sinks?, threads: threads? })
 }
 
 fn check_pipeline(path: &str, name: &str, p: &PipelineConfig, catalog: &Catalog, issues: &mut Vec<Issue>) {
@@ -298,6 +311,18 @@ mod tests {
     }
 
     const SOURCE: &str = r#"source = { type = "images", path = "x" }"#;
+
+    #[test]
+    fn inference_threads_are_checked() {
+        let stage = "stages = [{ type = \"detect\", model = \"nanodet\" }]";
+        check_toml(&format!("[pipelines.a]\n{SOURCE}\n{stage}\nthreads = 2"), &[]);
+        for bad in ["0", "65", "1.5", "\"two\""] {
+            check_toml(
+                &format!("[pipelines.a]\n{SOURCE}\n{stage}\nthreads = {bad}"),
+                &["pipelines.a.threads: must be a whole number in [1, 64]"],
+            );
+        }
+    }
 
     #[test]
     fn valid_configs() {

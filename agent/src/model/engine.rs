@@ -125,6 +125,15 @@ pub fn optimized(path: &std::path::Path, shape: &[usize]) -> TractResult<TypedMo
     tract_onnx::onnx().model_for_path(path)?.with_input_fact(0, f32::fact(shape).into())?.into_optimized()
 }
 
+/// Runs `f` with tract using `threads` threads for each inference (1: the calling thread).
+pub fn with_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    use tract_linalg::multithread::{Executor, multithread_tract_scope};
+    if threads <= 1 {
+        return f();
+    }
+    multithread_tract_scope(Executor::multithread(threads), f)
+}
+
 /// The input tensor shape an [`InputSpec`] describes (batch of one).
 pub fn input_shape(spec: &InputSpec) -> [usize; 4] {
     let (w, h) = (spec.width as usize, spec.height as usize);

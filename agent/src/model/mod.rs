@@ -9,6 +9,6 @@ mod speech_manifest;
 pub use catalog::{
     Catalog, CatalogError, ModelEntry, ModelSummary, SpeechEntry, VerifyReport, default_models_dir, sha256_file,
 };
-pub use engine::{EngineError, LoadedModel, ModelPool, SharedModel, input_shape as input_shape_of};
+pub use engine::{EngineError, LoadedModel, ModelPool, SharedModel, input_shape as input_shape_of, with_threads};
 pub use manifest::{ColorOrder, DecoderSpec, InputSpec, Layout, Manifest, Resize, Task, Variant};
 pub use speech_manifest::{ModelFile, SpeechManifest, SpeechTask, SpeechVariant};

@@ -96,7 +96,13 @@ struct Spoken {
 }
 
 impl AudioPipeline {
-    pub fn spawn(self, name: String, cancel: CancellationToken, publish: Publish) -> std::io::Result<Running> {
+    pub fn spawn(
+        self,
+        name: String,
+        threads: usize,
+        cancel: CancellationToken,
+        publish: Publish,
+    ) -> std::io::Result<Running> {
         let AudioPipeline { source, vad_plan, vad, whisper } = self;
         let (block_tx, block_rx, _) = link::<Block>(BLOCK_LINK, Policy::Block);
         let (utt_tx, utt_rx, _) = link::<Spoken>(UTTERANCE_LINK, Policy::Block);
@@ -184,53 +190,56 @@ impl AudioPipeline {
 
         let (n, st) = (name.clone(), stats.clone());
         let asr = std::thread::Builder::new().name(thread_name("asr", &name)).spawn(move || {
-            let topic = publish.topics.transcripts(&n);
-            let mut seq = 0u64;
-            for spoken in utt_rx.iter() {
-                let u = &spoken.utterance;
-                let t = match whisper.transcribe(&u.samples) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        st.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(pipeline = %n, error = %e, "transcription failed");
+            crate::model::with_threads(threads, move || {
+                let topic = publish.topics.transcripts(&n);
+                let mut seq = 0u64;
+                for spoken in utt_rx.iter() {
+                    let u = &spoken.utterance;
+                    let t = match whisper.transcribe(&u.samples) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            st.errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(pipeline = %n, error = %e, "transcription failed");
+                            continue;
+                        }
+                    };
+                    let processing = t.processing();
+                    st.record_latency(processing.as_secs_f32() * 1000.0);
+                    if t.text.is_empty() {
                         continue;
                     }
-                };
-                let processing = t.processing();
-                st.record_latency(processing.as_secs_f32() * 1000.0);
-                if t.text.is_empty() {
-                    continue;
+                    let duration = u.samples.len() as f64 / SAMPLE_RATE as f64;
+                    let msg = TranscriptMessage {
+                        schema: TRANSCRIPT_SCHEMA,
+                        timestamp: timestamp(spoken.began),
+                        device: publish.device.clone(),
+                        pipeline: n.clone(),
+                        seq,
+                        source: describe.clone(),
+                        utterance_id: spoken.id,
+                        start: u.start as f64 / SAMPLE_RATE as f64,
+                        end: u.end() as f64 / SAMPLE_RATE as f64,
+                        duration,
+                        text: t.text,
+                        model: ModelRef {
+                            name: whisper.name.clone(),
+                            version: whisper.version.clone(),
+                            precision: whisper.precision.to_string(),
+                        },
+                        processing_ms: (processing.as_secs_f64() * 1e5).round() / 100.0,
+                        real_time_factor: ((processing.as_secs_f64() / duration.max(1e-3)) * 1000.0).round() / 1000.0,
+                    };
+                    seq += 1;
+                    let payload = serde_json::to_vec(&msg).unwrap_or_default();
+                    if publish.results.blocking_send(Outgoing { topic: topic.clone(), payload, retain: false }).is_err()
+                    {
+                        tracing::warn!(pipeline = %n, "results channel closed; stopping");
+                        return Ok(());
+                    }
+                    st.results.fetch_add(1, Ordering::Relaxed);
                 }
-                let duration = u.samples.len() as f64 / SAMPLE_RATE as f64;
-                let msg = TranscriptMessage {
-                    schema: TRANSCRIPT_SCHEMA,
-                    timestamp: timestamp(spoken.began),
-                    device: publish.device.clone(),
-                    pipeline: n.clone(),
-                    seq,
-                    source: describe.clone(),
-                    utterance_id: spoken.id,
-                    start: u.start as f64 / SAMPLE_RATE as f64,
-                    end: u.end() as f64 / SAMPLE_RATE as f64,
-                    duration,
-                    text: t.text,
-                    model: ModelRef {
-                        name: whisper.name.clone(),
-                        version: whisper.version.clone(),
-                        precision: whisper.precision.to_string(),
-                    },
-                    processing_ms: (processing.as_secs_f64() * 1e5).round() / 100.0,
-                    real_time_factor: ((processing.as_secs_f64() / duration.max(1e-3)) * 1000.0).round() / 1000.0,
-                };
-                seq += 1;
-                let payload = serde_json::to_vec(&msg).unwrap_or_default();
-                if publish.results.blocking_send(Outgoing { topic: topic.clone(), payload, retain: false }).is_err() {
-                    tracing::warn!(pipeline = %n, "results channel closed; stopping");
-                    return Ok(());
-                }
-                st.results.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(())
+                Ok(())
+            })
         })?;
         Ok(Running { name, stats, threads: vec![src, vad_thread, asr] })
     }

@@ -45,6 +45,8 @@ pub enum PipelineError {
 pub struct Pipeline {
     pub name: String,
     kind: Kind,
+    /// Threads for one inference.
+    threads: usize,
 }
 
 enum Kind {
@@ -74,7 +76,7 @@ pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Built, Vec<Pipeli
                 .map_err(|e| fail(format!("source: {e}")))
                 .and_then(|source| speech.build(source, &p.stages, catalog).map_err(|e| fail(format!("stages: {e}"))));
             match built_audio {
-                Ok(a) => built.push(Pipeline { name: name.clone(), kind: Kind::Audio(a) }),
+                Ok(a) => built.push(Pipeline { name: name.clone(), kind: Kind::Audio(a), threads: p.threads }),
                 Err(e) => errors.push(e),
             }
             continue;
@@ -90,7 +92,11 @@ pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Built, Vec<Pipeli
         match (source, stage) {
             (Ok(source), Ok(stage)) => {
                 let skip_empty = p.sinks.iter().any(|s| matches!(s, SinkConfig::Mqtt(m) if m.skip_empty));
-                built.push(Pipeline { name: name.clone(), kind: Kind::Vision { source, stage, skip_empty } });
+                built.push(Pipeline {
+                    name: name.clone(),
+                    kind: Kind::Vision { source, stage, skip_empty },
+                    threads: p.threads,
+                });
             }
             (source, stage) => errors.extend(source.err().into_iter().chain(stage.err())),
         }
@@ -145,12 +151,12 @@ pub struct Publish {
 impl Pipeline {
     /// Starts the pipeline's threads.
     pub fn spawn(self, cancel: CancellationToken, publish: Publish) -> std::io::Result<Running> {
-        let Pipeline { name, kind } = self;
+        let Pipeline { name, kind, threads } = self;
         match kind {
             Kind::Vision { source, stage, skip_empty } => {
-                spawn_vision(name, source, stage, skip_empty, cancel, publish)
+                spawn_vision(name, source, stage, skip_empty, threads, cancel, publish)
             }
-            Kind::Audio(a) => a.spawn(name, cancel, publish),
+            Kind::Audio(a) => a.spawn(name, threads, cancel, publish),
         }
     }
 }
@@ -160,6 +166,7 @@ fn spawn_vision(
     source: SourceSpec,
     stage: Stage,
     skip_empty: bool,
+    threads: usize,
     cancel: CancellationToken,
     publish: Publish,
 ) -> std::io::Result<Running> {
@@ -176,33 +183,45 @@ fn spawn_vision(
         let inf_stats = stats.clone();
         let inf_name = name.clone();
         let infer_thread = std::thread::Builder::new().name(thread_name("infer", &name)).spawn(move || {
-            let mut seq = 0u64;
-            for frame in rx.iter() {
-                match stage.process(&frame) {
-                    Ok(result) => {
-                        inf_stats.record_inference(result.inference().as_secs_f32() * 1000.0);
-                        if skip_empty && result.is_empty() {
-                            continue;
-                        }
-                        let payload = result.to_json(&publish.device, &inf_name, seq, &frame);
-                        seq += 1;
-                        let msg = Outgoing { topic: result.topic(&publish.topics, &inf_name), payload, retain: false };
-                        if publish.results.blocking_send(msg).is_err() {
-                            tracing::warn!(pipeline = %inf_name, "results channel closed; stopping");
-                            return Ok(());
-                        }
-                        inf_stats.results.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        inf_stats.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(pipeline = %inf_name, source = %frame.source, error = %e, "frame failed");
-                    }
-                }
-            }
-            Ok(())
+            crate::model::with_threads(threads, || infer_loop(&inf_name, &stage, skip_empty, &rx, &inf_stats, &publish))
         })?;
         Ok(Running { name, stats, threads: vec![source_thread, infer_thread] })
     }
+}
+
+/// The inference thread's loop: every frame through the stage, each result to the publisher.
+fn infer_loop(
+    name: &str,
+    stage: &Stage,
+    skip_empty: bool,
+    rx: &crate::link::LinkReceiver<crate::source::Frame>,
+    stats: &PipelineStats,
+    publish: &Publish,
+) -> Result<(), PipelineError> {
+    let mut seq = 0u64;
+    for frame in rx.iter() {
+        match stage.process(&frame) {
+            Ok(result) => {
+                stats.record_inference(result.inference().as_secs_f32() * 1000.0);
+                if skip_empty && result.is_empty() {
+                    continue;
+                }
+                let payload = result.to_json(&publish.device, name, seq, &frame);
+                seq += 1;
+                let msg = Outgoing { topic: result.topic(&publish.topics, name), payload, retain: false };
+                if publish.results.blocking_send(msg).is_err() {
+                    tracing::warn!(pipeline = %name, "results channel closed; stopping");
+                    return Ok(());
+                }
+                stats.results.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(pipeline = %name, source = %frame.source, error = %e, "frame failed");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Longest wait between attempts to reopen a failed live source.
