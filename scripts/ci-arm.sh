@@ -65,7 +65,9 @@ for pair in arm64:$a64/debug armhf:$arm/ci-build; do
   deb=$(DEB_COMPRESSION=gzip scripts/make-deb.sh --arch "${pair%%:*}" --binary "$target_dir/${pair#*:}/edge-agent" --out "$target_dir/deb")
   echo "$deb"
   deb=${deb%% *}
-  dpkg-deb -c "$deb" | grep -q './usr/bin/edge-agent$' && dpkg-deb -c "$deb" | grep -q './lib/systemd/system/edge-agent.service$'
+  contents=$(dpkg-deb -c "$deb")
+  grep -q './usr/bin/edge-agent$' <<< "$contents"
+  grep -q './lib/systemd/system/edge-agent.service$' <<< "$contents"
   [ "$(dpkg-deb -f "$deb" Architecture)" = "${pair%%:*}" ]
   dpkg-deb -f "$deb" Depends | grep -q "libc6 (>= $glibc)"
 done
