@@ -18,7 +18,8 @@ step "aarch64 (glibc $glibc): build and unit tests under qemu"
 # One invocation builds the unit tests and the binary (an integration test needs it) with the
 # same features; a separate `build --bin` would resolve features without the dev-dependencies
 # and compile tract and the rest once more.
-cargo-zigbuild test --target $a64.$glibc --lib --test config_errors
+# the integration test's ARM binary starts the ARM agent through qemu (no binfmt_misc here)
+EDGE_AGENT_TEST_RUNNER="$qemu" cargo-zigbuild test --target $a64.$glibc --lib --test config_errors
 
 step "aarch64: Whisper int8 transcribes a sentence (in the background)"
 wav=tests/fixtures/audio/sentences/02-en-gb-x-rp.wav
