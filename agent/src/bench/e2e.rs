@@ -59,20 +59,8 @@ pub async fn run(
 ) -> Result<EndToEnd> {
     let entry = catalog.get(model).with_context(|| format!("no image model {model:?}"))?;
     let frames = frames.max(2);
-    let samples = crate::demo::samples_dir();
-    let mut photos: Vec<_> = std::fs::read_dir(&samples)
-        .with_context(|| format!("reading the bundled photos in {}", samples.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
-        .collect();
-    photos.sort();
-    let photo = photos.first().with_context(|| format!("no .jpg in {}", samples.display()))?.clone();
-    let dir = tempfile::tempdir()?;
-    let frames_dir = dir.path().join("frames");
-    std::fs::create_dir(&frames_dir)?;
-    for i in 0..frames {
-        std::fs::copy(&photo, frames_dir.join(format!("{i:05}.jpg")))?;
-    }
+    // copying the photos is file work: off the runtime's workers
+    let (dir, frames_dir, photo) = tokio::task::spawn_blocking(move || copy_photos(frames)).await??;
 
     let port = crate::broker::free_port()?;
     tokio::task::spawn_blocking(move || crate::broker::start(port)).await??;
@@ -136,4 +124,23 @@ pub async fn run(
         photo: photo.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
         peak_rss_mb: super::peak_rss_mb(),
     })
+}
+
+/// A temporary folder with `frames` copies of the first bundled photo, and that photo's path.
+fn copy_photos(frames: usize) -> Result<(tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)> {
+    let samples = crate::demo::samples_dir();
+    let mut photos: Vec<_> = std::fs::read_dir(&samples)
+        .with_context(|| format!("reading the bundled photos in {}", samples.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    photos.sort();
+    let photo = photos.first().with_context(|| format!("no .jpg in {}", samples.display()))?.clone();
+    let dir = tempfile::tempdir()?;
+    let frames_dir = dir.path().join("frames");
+    std::fs::create_dir(&frames_dir)?;
+    for i in 0..frames {
+        std::fs::copy(&photo, frames_dir.join(format!("{i:05}.jpg")))?;
+    }
+    Ok((dir, frames_dir, photo))
 }
