@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use edge_agent::config::{DetectStage, Precision, Tiling};
+use edge_agent::model::int8::Int8Exec;
 use edge_agent::model::{Catalog, ModelPool, VerifyReport, default_models_dir};
 use edge_agent::vision::detector::Detector;
 
@@ -139,8 +140,13 @@ enum Command {
         /// --model; onnxruntime times it too).
         #[arg(long, value_name = "PRECISION=PATH")]
         file: Vec<String>,
+        /// Instead of timing, show where each variant's inference time goes, by op kind.
+        #[arg(long)]
+        profile: bool,
         #[arg(long, hide = true)]
         child_variant: Option<Precision>,
+        #[arg(long, hide = true)]
+        child_fake_quant: bool,
         #[arg(long, hide = true)]
         child_e2e: Option<Precision>,
     },
@@ -368,7 +374,20 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             let done = rt.block_on(edge_agent::update::push::rollback(&t, &key, &slot, precision, print_status))?;
             eprintln!("{slot}: back to {} on {}", done.version.unwrap_or_default(), t.device);
         }
-        Command::Bench { model, threads, runs, json, csv, no_reference, no_e2e, file, child_variant, child_e2e } => {
+        Command::Bench {
+            model,
+            threads,
+            runs,
+            json,
+            csv,
+            no_reference,
+            no_e2e,
+            file,
+            profile,
+            child_variant,
+            child_fake_quant,
+            child_e2e,
+        } => {
             if !(1..=256).contains(&threads) || !(1..=10_000).contains(&runs) {
                 bail!("--threads must be in [1, 256] and --runs in [1, 10000]");
             }
@@ -387,7 +406,22 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             let opts = edge_agent::bench::Options { threads, runs, reference: !no_reference, e2e: !no_e2e };
             if let Some(precision) = child_variant {
                 let target = targets.first().context("--child-variant needs --model")?;
-                println!("{}", serde_json::to_string(&edge_agent::bench::measure(target, &precision, &opts)?)?);
+                let exec = if child_fake_quant { Int8Exec::FakeQuant } else { Int8Exec::Integer };
+                println!("{}", serde_json::to_string(&edge_agent::bench::measure(target, &precision, exec, &opts)?)?);
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            if profile {
+                for target in &targets {
+                    for (key, precision, exec) in edge_agent::bench::variants(target) {
+                        let Some((path, _)) = target.files.get(&precision) else { continue };
+                        let rows = edge_agent::model::with_threads(threads, || {
+                            let plan = edge_agent::bench::plan(target, path, exec)?;
+                            edge_agent::bench::profile::by_op(&plan, &edge_agent::bench::input(&target.shape)?, runs)
+                        })
+                        .with_context(|| format!("profiling {} {key}", target.name))?;
+                        print!("{}", edge_agent::bench::profile::table(&format!("{} {key}", target.name), &rows, 12));
+                    }
+                }
                 return Ok(std::process::ExitCode::SUCCESS);
             }
             if let Some(precision) = child_e2e {

@@ -6,6 +6,7 @@
 
 pub mod cost;
 pub mod e2e;
+pub mod profile;
 pub mod reference;
 mod table;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
 use crate::config::Precision;
+use crate::model::int8::Int8Exec;
 use crate::model::{Catalog, engine};
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +111,11 @@ pub struct Report {
     pub tract_int8_ms: Option<f64>,
     /// tract int8 / tract fp32 (below 1: int8 pays).
     pub int8_over_fp32: Option<f64>,
+    /// The int8 graph as tract runs it without the integer rewrite: float convolutions
+    /// between quantize/dequantize passes.
+    pub tract_int8_qdq_ms: Option<f64>,
+    /// tract int8 QDQ / tract fp32.
+    pub int8_qdq_over_fp32: Option<f64>,
     pub onnxruntime_fp32_ms: Option<f64>,
     pub onnxruntime_int8_ms: Option<f64>,
     /// tract int8 / onnxruntime int8.
@@ -143,15 +150,26 @@ fn input_values(shape: &[usize]) -> Vec<f32> {
         .collect()
 }
 
-fn plan(target: &Target, path: &Path) -> TractResult<Arc<TypedRunnableModel>> {
+/// Loads one graph of a target as the agent would, or (`FakeQuant`) as tract runs it unaided.
+pub fn plan(target: &Target, path: &Path, exec: Int8Exec) -> TractResult<Arc<TypedRunnableModel>> {
     if target.speech {
         return crate::speech::load_plan(path).map_err(|e| anyhow::anyhow!("{e}"));
     }
-    engine::optimized(path, &target.shape)?.into_runnable()
+    engine::optimized_with(path, &target.shape, exec)?.into_runnable()
+}
+
+/// The tract variants of a target: each precision as the agent runs it, and the int8 graph
+/// once more as tract runs it unaided (`int8-qdq`, the "before" of the integer rewrite).
+pub fn variants(target: &Target) -> Vec<(String, Precision, Int8Exec)> {
+    let mut out: Vec<_> = target.files.keys().map(|p| (p.to_string(), p.clone(), Int8Exec::Integer)).collect();
+    if target.files.contains_key(&Precision::Int8) && !target.speech {
+        out.push(("int8-qdq".into(), Precision::Int8, Int8Exec::FakeQuant));
+    }
+    out
 }
 
 /// Loads and times one precision of a target here (the child process's work).
-pub fn measure(target: &Target, precision: &Precision, opts: &Options) -> Result<Variant, BenchError> {
+pub fn measure(target: &Target, precision: &Precision, exec: Int8Exec, opts: &Options) -> Result<Variant, BenchError> {
     let (path, hint) = target.files.get(precision).cloned().ok_or_else(|| BenchError::Model {
         path: PathBuf::from(&target.name),
         message: format!("no {precision} variant"),
@@ -162,7 +180,7 @@ pub fn measure(target: &Target, precision: &Precision, opts: &Options) -> Result
     }
     let run = || -> TractResult<Variant> {
         let started = Instant::now();
-        let plan = plan(target, &path)?;
+        let plan = plan(target, &path, exec)?;
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
         let x = input(&target.shape)?;
         for _ in 0..3 {
@@ -222,14 +240,18 @@ pub fn target_macs(target: &Target) -> Option<u64> {
 pub fn report(exe: &Path, overrides: &[String], target: &Target, opts: &Options) -> Report {
     let mut missing = Vec::new();
     let mut tract = BTreeMap::new();
-    for precision in target.files.keys() {
-        let measured = child(exe, overrides, target, precision, opts, "--child-variant")
+    for (key, precision, exec) in variants(target) {
+        let mut extra = overrides.to_vec();
+        if exec == Int8Exec::FakeQuant {
+            extra.push("--child-fake-quant".into());
+        }
+        let measured = child(exe, &extra, target, &precision, opts, "--child-variant")
             .and_then(|v| serde_json::from_value::<Variant>(v).map_err(|e| e.to_string()));
         match measured {
             Ok(v) => {
-                tract.insert(precision.to_string(), v);
+                tract.insert(key, v);
             }
-            Err(e) => missing.push(format!("tract {precision}: {e}")),
+            Err(e) => missing.push(format!("tract {key}: {e}")),
         }
     }
     let mut onnxruntime = BTreeMap::new();
@@ -268,6 +290,8 @@ pub fn report(exe: &Path, overrides: &[String], target: &Target, opts: &Options)
         tract_fp32_ms: fp32,
         tract_int8_ms: int8,
         int8_over_fp32: ratio(int8, fp32),
+        tract_int8_qdq_ms: ms(&tract, "int8-qdq"),
+        int8_qdq_over_fp32: ratio(ms(&tract, "int8-qdq"), fp32),
         onnxruntime_fp32_ms: ort("fp32"),
         onnxruntime_int8_ms: ort("int8"),
         tract_over_onnxruntime_int8: ratio(int8, ort("int8")),

@@ -21,12 +21,14 @@ pub fn print_table(reports: &[Report]) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<24} {:>7} {:>9} {:>9} {:>7} {:>8} {:>8} {:>9} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8}",
+        "{:<24} {:>7} {:>9} {:>9} {:>7} {:>9} {:>7} {:>8} {:>8} {:>9} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8}",
         "model",
         "GMACs",
         "tract f32",
         "tract i8",
         "i8/f32",
+        "i8 QDQ",
+        "QDQ/f32",
         "ort f32",
         "ort i8",
         "tract/ort",
@@ -41,12 +43,14 @@ pub fn print_table(reports: &[Report]) -> String {
         let i8v = r.tract.get("int8");
         let _ = writeln!(
             s,
-            "{:<24} {:>7} {:>9} {:>9} {:>7} {:>8} {:>8} {:>9} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8}",
+            "{:<24} {:>7} {:>9} {:>9} {:>7} {:>9} {:>7} {:>8} {:>8} {:>9} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8}",
             r.model,
             cell(r.macs.map(|m| m as f64 / 1e9), 2),
             cell(r.tract_fp32_ms, 1),
             cell(r.tract_int8_ms, 1),
             cell(r.int8_over_fp32, 2),
+            cell(r.tract_int8_qdq_ms, 1),
+            cell(r.int8_qdq_over_fp32, 2),
             cell(r.onnxruntime_fp32_ms, 1),
             cell(r.onnxruntime_int8_ms, 1),
             cell(r.tract_over_onnxruntime_int8, 2),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tract_onnx::prelude::*;
 
+use super::int8::Int8Exec;
 use super::{InputSpec, Layout, ModelEntry};
 use crate::config::Precision;
 use crate::update::models::{self, ModelTarget, ModelTargets};
@@ -121,8 +122,15 @@ impl LoadedModel {
 
 /// Parses an image model's ONNX file for an input of `shape` and optimises it: the graph the
 /// agent runs (and `edge-agent bench` times).
+/// Quantized convolutions run in integers ([`super::int8`]).
 pub fn optimized(path: &std::path::Path, shape: &[usize]) -> TractResult<TypedModel> {
-    tract_onnx::onnx().model_for_path(path)?.with_input_fact(0, f32::fact(shape).into())?.into_optimized()
+    optimized_with(path, shape, Int8Exec::Integer)
+}
+
+/// [`optimized`], choosing how an int8 model's quantized layers run.
+pub fn optimized_with(path: &std::path::Path, shape: &[usize], exec: Int8Exec) -> TractResult<TypedModel> {
+    let (model, _) = super::int8::onnx_model(path, exec)?;
+    model.with_input_fact(0, f32::fact(shape).into())?.into_optimized()
 }
 
 /// Runs `f` with tract using `threads` threads for each inference (1: the calling thread).

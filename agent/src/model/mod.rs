@@ -3,6 +3,7 @@
 
 mod catalog;
 pub(crate) mod engine;
+pub mod int8;
 mod manifest;
 mod speech_manifest;
 

@@ -1,0 +1,45 @@
+//! Integer execution of int8 (QDQ) models: the rewrite of quantized convolutions into one
+//! `EdgeQConv` op each ([`rewrite`]), that op ([`qconv`]) and its arithmetic ([`kernels`]).
+//!
+//! tract runs an ONNX QDQ model as its float twin plus a quantize and a dequantize pass around
+//! every layer, which makes int8 slower than fp32. Loading through [`onnx_model`] instead
+//! keeps activations u8 between quantized convolutions and does their products on
+//! tract-linalg's integer kernels, so int8 is the faster variant, as on onnxruntime.
+
+pub mod kernels;
+pub mod qconv;
+pub mod qdq;
+pub mod rewrite;
+
+use std::path::Path;
+
+use tract_onnx::prelude::*;
+
+pub use rewrite::Rewritten;
+
+/// How an int8 (QDQ) model is executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Int8Exec {
+    /// quantized convolutions in integers (the default)
+    #[default]
+    Integer,
+    /// the graph as written: float convolutions between quantize/dequantize passes
+    FakeQuant,
+}
+
+/// Parses an ONNX file into tract, first rewriting its quantized convolutions when `exec`
+/// asks for integers. A float model comes out unchanged.
+pub fn onnx_model(path: &Path, exec: Int8Exec) -> TractResult<(InferenceModel, Rewritten)> {
+    let mut onnx = tract_onnx::onnx();
+    let mut proto = onnx.proto_model_for_path(path)?;
+    let mut done = Rewritten::default();
+    if exec == Int8Exec::Integer
+        && let Some(graph) = proto.graph.as_mut()
+    {
+        done = rewrite::rewrite(graph);
+    }
+    onnx.op_register.insert(rewrite::OP, qconv::build);
+    onnx.op_register.insert(qdq::QUANTIZE, qdq::build_quantize);
+    onnx.op_register.insert(qdq::DEQUANTIZE, qdq::build_dequantize);
+    Ok((onnx.model_for_proto_model(&proto)?, done))
+}
