@@ -56,27 +56,36 @@ pub struct Requant {
     pub alpha: Option<f32>,
 }
 
-/// Adding then subtracting 1.5 · 2^23 rounds an f32 in [0, 2^22) half to even, in plain SSE2
-/// or NEON arithmetic the compiler vectorises (`round_ties_even` is a libm call on baseline x86).
+/// Adding 1.5 · 2^23 to an f32 in [0, 2^22) rounds it half to even and leaves the integer in
+/// the low bits of the mantissa: plain SSE2 or NEON arithmetic the compiler vectorises
+/// (`round_ties_even` is a libm call on baseline x86, and float-to-int casts saturate).
 const ROUND: f32 = 12_582_912.0;
 
 impl Requant {
     /// Requantizes the sums of output channel `c` into `out`.
     #[inline]
     pub fn channel(&self, c: usize, acc: &[i32], out: &mut [u8]) {
-        let (mul, add, y0) = (self.mul[c], self.add[c], self.y0);
+        let mul = self.mul[c];
+        // (acc + add) · mul, with add folded into a float offset (exact enough: |add·mul| is a
+        // few hundred at most, far inside f32's 24 bits)
+        let offset = self.add[c] as f32 * mul;
+        let y0 = self.y0;
+        // plain max/min (not clamp, not a branch), and reading the rounded value out of the
+        // float's low mantissa bits instead of a saturating float-to-int cast, keep this loop
+        // vectorised (measured: 1.6 ns per value with a cast)
         match self.alpha {
             None => {
                 for (o, &a) in out.iter_mut().zip(acc) {
-                    let v = (a.wrapping_add(add) as f32 * mul + y0).clamp(0.0, 255.0);
-                    *o = ((v + ROUND) - ROUND) as u8;
+                    let v = (a as f32 * mul + offset + y0).max(0.0).min(255.0);
+                    *o = (v + ROUND).to_bits() as u8;
                 }
             }
             Some(alpha) => {
                 for (o, &a) in out.iter_mut().zip(acc) {
-                    let v = a.wrapping_add(add) as f32 * mul;
-                    let v = (if v < 0.0 { v * alpha } else { v } + y0).clamp(0.0, 255.0);
-                    *o = ((v + ROUND) - ROUND) as u8;
+                    let s = a as f32 * mul + offset;
+                    // LeakyReLU with 0 < alpha < 1: the larger of s and alpha·s
+                    let v = (s.max(s * alpha) + y0).max(0.0).min(255.0);
+                    *o = (v + ROUND).to_bits() as u8;
                 }
             }
         }
@@ -298,11 +307,11 @@ fn interleave_any(rows: [&[u8]; 4], dst: &mut [u32]) {
 }
 
 /// A depthwise filter bank `[c, kh, kw]` rearranged tap-major, `[kh·kw, c]`, for [`depthwise`].
-pub fn depthwise_taps(w: &[i8], c: usize, taps: usize) -> Vec<i16> {
-    let mut out = vec![0i16; c * taps];
+pub fn depthwise_taps(w: &[i8], c: usize, taps: usize) -> Vec<f32> {
+    let mut out = vec![0f32; c * taps];
     for ch in 0..c {
         for t in 0..taps {
-            out[t * c + ch] = w[ch * taps + t] as i16;
+            out[t * c + ch] = w[ch * taps + t] as f32;
         }
     }
     out
@@ -312,46 +321,48 @@ pub fn depthwise_taps(w: &[i8], c: usize, taps: usize) -> Vec<i16> {
 /// `(x - x0) · w`, written `[c, ho·wo]` into `acc`. `taps` comes from [`depthwise_taps`].
 ///
 /// The work is done channels-last: the input is copied once into a zero-padded `[h, w, c]`
-/// i16 image, so the inner loop runs over contiguous channels (hundreds in the models here)
-/// instead of over rows as short as 7 outputs, and the compiler vectorises it.
-pub fn depthwise(x: &[u8], g: &Geometry, x0: u8, taps: &[i16], acc: &mut [i32]) {
+/// image, so the inner loop runs over contiguous channels (hundreds in the models here)
+/// instead of over rows as short as 7 outputs, and the compiler vectorises it. The arithmetic
+/// is f32, which is exact here: every product is below 2^15 and every sum below 2^24
+/// (at most 25 taps here; checked), and f32 multiply-add vectorises on every target, where
+/// 32-bit integer multiplies do not on baseline x86.
+pub fn depthwise(x: &[u8], g: &Geometry, x0: u8, taps: &[f32], acc: &mut [i32]) {
+    debug_assert!(g.kh * g.kw * 255 * 128 < 1 << 24, "depthwise sums must stay exact in f32");
     let c = g.cin;
     let (ho, wo) = g.out_hw();
     let n = ho * wo;
     let [pt, pl, pb, pr] = g.pads;
     let (hp, wp) = (g.h + pt + pb, g.w + pl + pr);
-    let mut image = vec![0i16; hp * wp * c];
+    let mut image = vec![0f32; hp * wp * c];
     // pixel by pixel, so the writes are sequential and only `c` input lines are in flight
     let plane = g.h * g.w;
     for y in 0..g.h {
         let line = &mut image[((y + pt) * wp + pl) * c..((y + pt) * wp + pl + g.w) * c];
         for (xx, px) in line.chunks_exact_mut(c).enumerate() {
             for (ch, d) in px.iter_mut().enumerate() {
-                *d = (x[ch * plane + y * g.w + xx] as i16).wrapping_sub(x0 as i16);
+                *d = x[ch * plane + y * g.w + xx] as f32 - x0 as f32;
             }
         }
     }
     let (sy, sx) = g.stride;
-    let mut row = vec![0i32; wo * c];
+    let mut row = vec![0f32; wo * c];
     for oy in 0..ho {
-        row.fill(0);
+        row.fill(0.0);
         for ky in 0..g.kh {
             let line = &image[(oy * sy + ky) * wp * c..(oy * sy + ky + 1) * wp * c];
             for kx in 0..g.kw {
                 let t = &taps[(ky * g.kw + kx) * c..(ky * g.kw + kx + 1) * c];
                 for (ox, a) in row.chunks_exact_mut(c).enumerate() {
                     let v = &line[(ox * sx + kx) * c..(ox * sx + kx + 1) * c];
-                    // wrapping: cannot overflow (|v·t| < 2^16, k·kw·255·128 < 2^31), and
-                    // without overflow checks the loop vectorises in every profile
                     for ((a, &v), &t) in a.iter_mut().zip(v).zip(t) {
-                        *a = a.wrapping_add((v as i32).wrapping_mul(t as i32));
+                        *a += v * t;
                     }
                 }
             }
         }
         for (ox, a) in row.chunks_exact(c).enumerate() {
             for (ch, &v) in a.iter().enumerate() {
-                acc[ch * n + oy * wo + ox] = v;
+                acc[ch * n + oy * wo + ox] = v as i32;
             }
         }
     }

@@ -148,7 +148,7 @@ pub struct QConv {
     g: Geometry,
     x0: u8,
     /// tap-major depthwise filters (empty for a plain convolution)
-    taps: Arc<Vec<i16>>,
+    taps: Arc<Vec<f32>>,
     /// packed for the product kernel (absent for depthwise)
     packed: Option<PackedWeights>,
     requant: Arc<Requant>,

@@ -110,8 +110,8 @@ impl EvalOp for Qdq {
                 {
                     let mut view = y.try_as_plain_ram_mut()?;
                     for (d, &v) in view.as_slice_mut::<u8>()?.iter_mut().zip(src) {
-                        let q = (v / scale + zp).clamp(0.0, 255.0);
-                        *d = ((q + ROUND) - ROUND) as u8;
+                        let q = (v / scale + zp).max(0.0).min(255.0);
+                        *d = (q + ROUND).to_bits() as u8;
                     }
                 }
                 y
