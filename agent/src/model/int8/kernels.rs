@@ -64,6 +64,7 @@ const ROUND: f32 = 12_582_912.0;
 impl Requant {
     /// Requantizes the sums of output channel `c` into `out`.
     #[inline]
+    #[allow(clippy::manual_clamp)] // max/min vectorise, and send NaN to 0 where clamp keeps it
     pub fn channel(&self, c: usize, acc: &[i32], out: &mut [u8]) {
         let mul = self.mul[c];
         // (acc + add) · mul, with add folded into a float offset (exact enough: |add·mul| is a

@@ -99,6 +99,7 @@ impl Op for Qdq {
 impl EvalOp for Qdq {
     op_out_of_plan!();
 
+    #[allow(clippy::manual_clamp)] // max/min vectorise, and send NaN to 0 where clamp keeps it
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
         let (scale, zp) = (self.scale, self.zero_point);
