@@ -190,19 +190,21 @@ impl EvalOp for QConv {
         ensure!(x.len() == g.cin * g.h * g.w, "EdgeQConv: input of {} values, expected {}", x.len(), g.cin * g.h * g.w);
         let (ho, wo) = g.out_hw();
         let n = ho * wo;
-        let mut acc = Tensor::zero::<i32>(&[g.cout, n])?;
-        match &self.packed {
-            None => kernels::depthwise(x, g, self.x0, &self.taps, acc.try_as_plain_ram_mut()?.as_slice_mut::<i32>()?),
-            Some(packed) => packed.product(x, g, self.x0, &mut acc)?,
-        }
         let mut y = Tensor::zero::<u8>(&[1, g.cout, ho, wo])?;
         {
-            let acc = acc.try_as_plain_ram()?;
-            let acc = acc.as_slice::<i32>()?;
             let mut view = y.try_as_plain_ram_mut()?;
             let out = view.as_slice_mut::<u8>()?;
-            for c in 0..g.cout {
-                self.requant.channel(c, &acc[c * n..(c + 1) * n], &mut out[c * n..(c + 1) * n]);
+            match &self.packed {
+                None => kernels::depthwise(x, g, self.x0, &self.taps, &self.requant, out),
+                Some(packed) => {
+                    let mut acc = Tensor::zero::<i32>(&[g.cout, n])?;
+                    packed.product(x, g, self.x0, &mut acc)?;
+                    let acc = acc.try_as_plain_ram()?;
+                    let acc = acc.as_slice::<i32>()?;
+                    for c in 0..g.cout {
+                        self.requant.channel(c, &acc[c * n..(c + 1) * n], &mut out[c * n..(c + 1) * n]);
+                    }
+                }
             }
         }
         Ok(tvec!(y.into_tvalue()))
