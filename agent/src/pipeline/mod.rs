@@ -180,27 +180,45 @@ fn spawn_vision(
         let source_thread = std::thread::Builder::new()
             .name(thread_name("src", &name))
             .spawn(move || run_source(&src_name, &source, &cancel, &tx, &src_stats))?;
+        // preparing (resize, letterbox, normalise) runs beside inference, one frame ahead; the
+        // link between them holds one prepared frame and blocks, so it adds no drops and at
+        // most one frame of latency
+        let stage = Arc::new(stage);
+        let (ptx, prx, _) = link(1, Policy::Block);
+        let prep_stage = stage.clone();
+        let prep_thread = std::thread::Builder::new().name(thread_name("prep", &name)).spawn(move || {
+            for frame in rx.iter() {
+                let prepared = prep_stage.prepare(&frame);
+                if ptx.send((frame, prepared)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })?;
         let inf_stats = stats.clone();
         let inf_name = name.clone();
         let infer_thread = std::thread::Builder::new().name(thread_name("infer", &name)).spawn(move || {
-            crate::model::with_threads(threads, || infer_loop(&inf_name, &stage, skip_empty, &rx, &inf_stats, &publish))
+            crate::model::with_threads(threads, || {
+                infer_loop(&inf_name, &stage, skip_empty, &prx, &inf_stats, &publish)
+            })
         })?;
-        Ok(Running { name, stats, threads: vec![source_thread, infer_thread] })
+        Ok(Running { name, stats, threads: vec![source_thread, prep_thread, infer_thread] })
     }
 }
 
-/// The inference thread's loop: every frame through the stage, each result to the publisher.
+/// The inference thread's loop: every prepared frame through the stage, each result to the
+/// publisher.
 fn infer_loop(
     name: &str,
     stage: &Stage,
     skip_empty: bool,
-    rx: &crate::link::LinkReceiver<crate::source::Frame>,
+    rx: &crate::link::LinkReceiver<(crate::source::Frame, Result<stage::Prepared, stage::StageError>)>,
     stats: &PipelineStats,
     publish: &Publish,
 ) -> Result<(), PipelineError> {
     let mut seq = 0u64;
-    for frame in rx.iter() {
-        match stage.process(&frame) {
+    for (frame, prepared) in rx.iter() {
+        match prepared.and_then(|p| stage.finish(&frame, p)) {
             Ok(result) => {
                 stats.record_inference(result.inference().as_secs_f32() * 1000.0);
                 if skip_empty && result.is_empty() {

@@ -16,6 +16,12 @@ use crate::vision::classify::{Classifier, ClassifyError, ClassifyOutput};
 use crate::vision::detector::{DetectError, DetectOutput, Detector};
 use crate::vision::embed::Backbone;
 
+/// A frame's inputs made by [`Stage::prepare`].
+pub enum Prepared {
+    Detect(crate::vision::detector::Prepared),
+    Classify(crate::vision::embed::Prepared),
+}
+
 pub enum Stage {
     Detect(Detector),
     Classify(Classifier),
@@ -103,15 +109,34 @@ impl Stage {
     }
 
     pub fn process(&self, frame: &Frame) -> Result<StageOutput, StageError> {
-        match self {
-            Stage::Detect(d) => Ok(StageOutput::Detections(d.detect(&frame.image)?)),
-            Stage::Classify(c) => Ok(StageOutput::Classification(c.classify_frame(&frame.image)?)),
-            Stage::DetectClassify(d, c) => {
-                let mut out = d.detect(&frame.image)?;
+        let prepared = self.prepare(frame)?;
+        self.finish(frame, prepared)
+    }
+
+    /// The frame's model inputs (resizing, letterboxing, normalising): the work that can run on
+    /// its own thread while the previous frame is in the model.
+    pub fn prepare(&self, frame: &Frame) -> Result<Prepared, StageError> {
+        Ok(match self {
+            Stage::Detect(d) | Stage::DetectClassify(d, _) => Prepared::Detect(d.prepare(&frame.image)?),
+            Stage::Classify(c) => {
+                Prepared::Classify(c.backbone.prepare(&frame.image, None).map_err(ClassifyError::from)?)
+            }
+        })
+    }
+
+    /// The rest of [`Stage::process`], from prepared inputs.
+    pub fn finish(&self, frame: &Frame, prepared: Prepared) -> Result<StageOutput, StageError> {
+        match (self, prepared) {
+            (Stage::Detect(d), Prepared::Detect(p)) => Ok(StageOutput::Detections(d.detect_prepared(&frame.image, p)?)),
+            (Stage::Classify(c), Prepared::Classify(p)) => Ok(StageOutput::Classification(c.classify_prepared(p)?)),
+            (Stage::DetectClassify(d, c), Prepared::Detect(p)) => {
+                let mut out = d.detect_prepared(&frame.image, p)?;
                 let crops = c.classify_detections(&frame.image, &mut out)?;
                 out.inference += crops;
                 Ok(StageOutput::Detections(out))
             }
+            // prepare() made it from this same stage
+            (_, _) => self.process(frame),
         }
     }
 }

@@ -42,7 +42,12 @@ pub struct Classifier {
 
 impl Classifier {
     pub fn classify_frame(&self, frame: &RgbImage) -> Result<ClassifyOutput, ClassifyError> {
-        let (embedding, inference) = self.backbone.embed(frame, None)?;
+        self.classify_prepared(self.backbone.prepare(frame, None)?)
+    }
+
+    /// Classifies a whole frame prepared by `self.backbone.prepare(frame, None)`.
+    pub fn classify_prepared(&self, prepared: super::embed::Prepared) -> Result<ClassifyOutput, ClassifyError> {
+        let (embedding, inference) = self.backbone.embed_prepared(prepared)?;
         let c = self.slot.classify(&embedding, self.top_k)?;
         Ok(ClassifyOutput {
             labels: c.labels,

@@ -1,13 +1,17 @@
 //! A detector: one shared model plus one stage's settings (threshold, NMS, class filter,
-//! tiling). `detect` is blocking; it runs on an inference thread.
+//! tiling). `detect` is blocking; it runs on an inference thread. A pipeline splits it in two:
+//! `prepare` (letterboxing every pass into its input tensor) on its own thread, and
+//! `detect_prepared` (the model, decoding, NMS) on the inference thread, so the next frame is
+//! prepared while this one runs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use image::RgbImage;
 
 use super::{Candidate, Detection, decode, nms, preprocess, tiling};
 use crate::config::DetectStage;
-use crate::model::{EngineError, SharedModel};
+use crate::model::{EngineError, LoadedModel, SharedModel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
@@ -29,6 +33,12 @@ pub struct DetectOutput {
     pub model_name: String,
     pub model_version: String,
     pub precision: crate::config::Precision,
+}
+
+/// A frame's input tensors, one per pass, made for the model version they will run on.
+pub struct Prepared {
+    model: Arc<LoadedModel>,
+    passes: Vec<(tract_onnx::prelude::Tensor, preprocess::Transform)>,
 }
 
 pub struct Detector {
@@ -58,18 +68,33 @@ impl Detector {
     }
 
     pub fn detect(&self, frame: &RgbImage) -> Result<DetectOutput, DetectError> {
+        let prepared = self.prepare(frame)?;
+        self.detect_prepared(frame, prepared)
+    }
+
+    /// The input tensor of every pass over `frame` (the whole frame, then tiles if it is large).
+    pub fn prepare(&self, frame: &RgbImage) -> Result<Prepared, DetectError> {
         if frame.width() == 0 || frame.height() == 0 {
             return Err(DetectError::EmptyImage);
         }
+        // the version current now; a swap before the inference leaves this frame on it
         let model = self.model.load_full();
+        let spec = &model.entry.manifest.input;
+        let regions = tiling::plan(frame.width(), frame.height(), spec.width, spec.height, self.stage.tiling);
+        let passes = regions.iter().map(|r| preprocess::letterbox(frame, *r, spec)).collect();
+        Ok(Prepared { model, passes })
+    }
+
+    /// Runs the model on `prepared`'s passes over `frame` and merges what they found.
+    pub fn detect_prepared(&self, frame: &RgbImage, prepared: Prepared) -> Result<DetectOutput, DetectError> {
+        let Prepared { model, passes } = prepared;
         let manifest = &model.entry.manifest;
         let spec = &manifest.input;
         let threshold = self.stage.threshold.unwrap_or(manifest.default_threshold);
-        let regions = tiling::plan(frame.width(), frame.height(), spec.width, spec.height, self.stage.tiling);
+        let npasses = passes.len();
         let mut all: Vec<Candidate> = Vec::new();
         let mut inference = Duration::ZERO;
-        for region in &regions {
-            let (input, transform) = preprocess::letterbox(frame, *region, spec);
+        for (input, transform) in passes {
             let (outputs, took) = model.run(input)?;
             inference += took;
             let mut cands = decode::decode(
@@ -87,7 +112,7 @@ impl Detector {
             }
         }
         let merged =
-            if regions.len() > 1 { nms::merge_passes(all, self.stage.nms_iou, self.stage.max_detections) } else { all };
+            if npasses > 1 { nms::merge_passes(all, self.stage.nms_iou, self.stage.max_detections) } else { all };
         let detections = merged
             .into_iter()
             .map(|c| Detection {
@@ -101,7 +126,7 @@ impl Detector {
         Ok(DetectOutput {
             detections,
             inference,
-            passes: regions.len(),
+            passes: npasses,
             model_name: manifest.name.clone(),
             model_version: manifest.version.clone(),
             precision: model.precision.clone(),
