@@ -355,7 +355,7 @@ pub fn depthwise_taps(w: &[i8], c: usize, taps: usize) -> Vec<f32> {
 /// (at most 25 taps here; checked), and f32 multiply-add vectorises on every target, where
 /// 32-bit integer multiplies do not on baseline x86.
 pub fn depthwise(x: &[u8], g: &Geometry, x0: u8, taps: &[f32], rq: &Requant, out: &mut [u8]) {
-    debug_assert!(g.kh * g.kw * 255 * 128 < 1 << 24, "depthwise sums must stay exact in f32");
+    debug_assert!(g.kh * g.kw * 255 * 128 < 1 << 24, "depthwise sums must stay exact in f32 (checked at load)");
     let c = g.cin;
     let [pt, pl, pb, pr] = g.pads;
     let (hp, wp) = (g.h + pt + pb, g.w + pl + pr);

@@ -22,7 +22,11 @@ pub fn build(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn In
     let pads = node.get_attr_opt_vec::<usize>("pads")?.unwrap_or_else(|| vec![0; 4]);
     ensure!(pads.len() == 4, "EdgeQConv {}: 2-D pads expected", node.name);
     let strides = node.get_attr_opt_vec::<usize>("strides")?.unwrap_or_else(|| vec![1, 1]);
-    ensure!(strides.len() == 2, "EdgeQConv {}: 2-D strides expected", node.name);
+    ensure!(
+        strides.len() == 2 && strides.iter().all(|&s| s >= 1),
+        "EdgeQConv {}: 2-D strides of at least 1 expected",
+        node.name
+    );
     let spec = Spec {
         // ONNX orders pads (top, left, bottom, right) as ours
         pads: [pads[0], pads[1], pads[2], pads[3]],
@@ -66,8 +70,10 @@ impl Expansion for QConvExpansion {
                 bail!("EdgeQConv needs concrete spatial dimensions")
             };
             let [pt, pl, pb, pr] = spec.pads;
-            let ho = (h + pt + pb - kh) / spec.stride.0 + 1;
-            let wo = (wd + pl + pr - kw) / spec.stride.1 + 1;
+            let (Some(dh), Some(dw)) = ((h + pt + pb).checked_sub(kh), (wd + pl + pr).checked_sub(kw)) else {
+                bail!("EdgeQConv: a {kh}x{kw} kernel is larger than its padded {h}x{wd} input")
+            };
+            let (ho, wo) = (dh / spec.stride.0 + 1, dw / spec.stride.1 + 1);
             s.equals(&outputs[0].shape, ShapeFactoid::from(tvec!(x[0].clone(), w[0].clone(), ho.into(), wo.into())))
         })
     }
@@ -98,7 +104,17 @@ impl Expansion for QConvExpansion {
             stride: self.0.stride,
             pads: self.0.pads,
         };
+        ensure!(
+            g.kh >= 1 && g.kw >= 1 && g.h + g.pads[0] + g.pads[2] >= g.kh && g.w + g.pads[1] + g.pads[3] >= g.kw,
+            "{prefix}: a {}x{} kernel does not fit its padded {}x{} input",
+            g.kh,
+            g.kw,
+            g.h,
+            g.w
+        );
         let depthwise = self.0.group > 1;
+        // the depthwise loop sums in f32, exact only while 255·128·taps < 2^24
+        ensure!(!depthwise || g.kh * g.kw <= 512, "{prefix}: depthwise kernels above 512 taps are not supported");
         if depthwise {
             ensure!(
                 self.0.group == g.cin && g.cout == g.cin && ws[1] == 1,

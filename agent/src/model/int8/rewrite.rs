@@ -174,6 +174,9 @@ fn plan(ix: &Index, i: usize) -> Result<Plan, String> {
     if depthwise && !(w_init.dims[1] == 1 && group == cout) {
         return fail("grouped, not depthwise");
     }
+    if depthwise && w_init.dims[2] * w_init.dims[3] > 512 {
+        return fail("depthwise kernel above 512 taps");
+    }
     let bias = match conv.input.get(2).filter(|b| !b.is_empty()) {
         None => vec![0.0; cout],
         Some(b) => {
