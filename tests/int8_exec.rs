@@ -108,3 +108,39 @@ fn a_graph_the_rewrite_cannot_take_still_loads_in_float() {
     assert!(names.iter().any(|n| n.contains("Conv")), "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("Edge")), "{names:?}");
 }
+
+/// Whisper's encoder outputs (the cross-attention keys and values) on a spoken sentence.
+fn encoder_outputs(dir: &std::path::Path, file: &str, exec: Int8Exec, mel: &Tensor) -> (Vec<Vec<Vec<f32>>>, Rewritten) {
+    let (model, done) = onnx_model(&dir.join(file), exec).unwrap();
+    let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+    let out = plan.run(tvec!(mel.clone().into())).unwrap();
+    let all = out.iter().map(|t| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()).collect();
+    (vec![all], done)
+}
+
+#[test]
+fn whisper_projections_run_in_integers_close_to_float() {
+    let dir = models().join("whisper-tiny-en");
+    // the decoder step: 4 layers × (query/key/value, output, 2 feed-forward, cross query and
+    // output) = 24 projections, plus the output embedding reached through a Transpose
+    let (_, decoder) = onnx_model(&dir.join("decoder.int8.onnx"), Int8Exec::Integer).unwrap();
+    assert_eq!(decoder.matmuls, 25, "{decoder:?}");
+    let mut samples =
+        edge_agent::audio::wav::read_16k(&common::root().join("tests/fixtures/audio/sentences/01-en-us+f3.wav"))
+            .unwrap();
+    samples.resize(480_000, 0.0);
+    let (frontend, _) = onnx_model(&dir.join("frontend.onnx"), Int8Exec::Integer).unwrap();
+    let frontend = frontend.into_optimized().unwrap().into_runnable().unwrap();
+    let audio = Tensor::from_shape(&[1, 480_000], &samples).unwrap();
+    let mel = frontend.run(tvec!(audio.into())).unwrap().remove(0).into_tensor();
+    let (fp32, none) = encoder_outputs(&dir, "encoder.fp32.onnx", Int8Exec::Integer, &mel);
+    assert_eq!(none, Rewritten::default());
+    let (weights_only, _) = encoder_outputs(&dir, "encoder.int8.onnx", Int8Exec::FakeQuant, &mel);
+    let (int, done) = encoder_outputs(&dir, "encoder.int8.onnx", Int8Exec::Integer, &mel);
+    // 4 layers × (query/key/value, output, 2 feed-forward)
+    assert_eq!(done.matmuls, 24, "{done:?}");
+    let (err_int, err_w) = (rel_rms(&int, &fp32), rel_rms(&weights_only, &fp32));
+    eprintln!("whisper encoder: vs fp32, integer {err_int:.4}, int8 weights in float {err_w:.4}");
+    // quantizing the activations too adds error of its own; it must stay of the same order
+    assert!(err_int <= err_w * 2.0 + 0.01, "integer {err_int} vs weights-only {err_w}");
+}

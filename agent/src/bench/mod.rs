@@ -153,7 +153,7 @@ fn input_values(shape: &[usize]) -> Vec<f32> {
 /// Loads one graph of a target as the agent would, or (`FakeQuant`) as tract runs it unaided.
 pub fn plan(target: &Target, path: &Path, exec: Int8Exec) -> TractResult<Arc<TypedRunnableModel>> {
     if target.speech {
-        return crate::speech::load_plan(path).map_err(|e| anyhow::anyhow!("{e}"));
+        return crate::speech::load_plan_with(path, exec).map_err(|e| anyhow::anyhow!("{e}"));
     }
     engine::optimized_with(path, &target.shape, exec)?.into_runnable()
 }
@@ -162,7 +162,7 @@ pub fn plan(target: &Target, path: &Path, exec: Int8Exec) -> TractResult<Arc<Typ
 /// once more as tract runs it unaided (`int8-qdq`, the "before" of the integer rewrite).
 pub fn variants(target: &Target) -> Vec<(String, Precision, Int8Exec)> {
     let mut out: Vec<_> = target.files.keys().map(|p| (p.to_string(), p.clone(), Int8Exec::Integer)).collect();
-    if target.files.contains_key(&Precision::Int8) && !target.speech {
+    if target.files.contains_key(&Precision::Int8) {
         out.push(("int8-qdq".into(), Precision::Int8, Int8Exec::FakeQuant));
     }
     out

@@ -18,6 +18,7 @@ use tract_onnx::tract_core::internal::TypedModelPatch;
 
 use crate::config::Precision;
 use crate::model::SpeechEntry;
+use crate::model::int8::Int8Exec;
 
 /// Whisper's and Silero's sample rate.
 pub const SAMPLE_RATE: u32 = 16_000;
@@ -58,12 +59,17 @@ pub(crate) fn model_file(entry: &SpeechEntry, precision: &Precision, role: &str)
 
 /// Parses, optimises and makes runnable an ONNX graph whose inputs are fully declared in the
 /// file (symbolic dims such as a cache length stay symbolic). Weights stored as int8 behind a
-/// `DequantizeLinear` are dequantized once, here (see [`fold_constants`]).
+/// `DequantizeLinear` become integer matmuls ([`crate::model::int8::qmatmul`]); any other
+/// int8 weights are dequantized once, here (see [`fold_constants`]).
 pub(crate) fn load_plan(path: &Path) -> Result<Plan, SpeechError> {
+    load_plan_with(path, Int8Exec::Integer)
+}
+
+/// [`load_plan`], choosing how int8 weights run: `FakeQuant` folds them all back to float.
+pub(crate) fn load_plan_with(path: &Path, exec: Int8Exec) -> Result<Plan, SpeechError> {
     let err = |e: TractError| SpeechError::Load { path: path.to_path_buf(), message: format!("{e:#}") };
-    tract_onnx::onnx()
-        .model_for_path(path)
-        .and_then(|m| m.into_typed())
+    crate::model::int8::onnx_model(path, exec)
+        .and_then(|(m, _)| m.into_typed())
         // before decluttering too: folding the transposed int8 embedding only afterwards left
         // the decoder step about 2x slower (measured), the transpose apparently absorbed into
         // the matmul instead of becoming a plain constant

@@ -1,8 +1,9 @@
 //! The integer arithmetic of one quantized convolution, free of any graph: gathering u8
 //! activations into the i8 matrix a product wants (im2col), the i8 × i8 → i32 product on
-//! tract-linalg's own kernels (AVX-512 VNNI, AVX2, NEON dot product or plain NEON, picked at
-//! run time for the core it runs on), a direct depthwise loop, and the requantization of the
-//! i32 sums to u8 with the layer's activation folded in.
+//! tract-linalg's own kernels (AMX, AVX-512 VNNI, AVX2, NEON dot product or plain NEON, picked
+//! at run time for the core it runs on), and the requantization of the i32 sums to u8 with the
+//! layer's activation folded in. The same product serves [`super::qmatmul`], whose activations
+//! arrive as rows already quantized.
 //!
 //! Conventions: activations are u8 with a zero point `x0` (onnxruntime's static
 //! quantization), weights are symmetric i8 per output channel. The product kernels are
@@ -163,14 +164,38 @@ impl PackedWeights {
     /// for the kernels whose packing this module writes itself).
     pub fn product(&self, x: &[u8], g: &Geometry, x0: u8, c: &mut Tensor) -> TractResult<()> {
         let (ho, wo) = g.out_hw();
-        let n = ho * wo;
-        ensure!(g.cin * g.kh * g.kw == self.k && c.shape() == [self.m, n], "product shapes do not agree");
+        ensure!(g.cin * g.kh * g.kw == self.k, "product shapes do not agree");
+        self.run(Activations::Im2col { x, g, x0 }, ho * wo, c, (0, 1))
+    }
+
+    /// `c[n, m] = Σ_k rows[n, k] · w[m, k]`: `rows` (`[n, k]`, i8) against the weights, stored
+    /// transposed (row `n` of `c` holds the `m` outputs of input row `n`); `c` may have more
+    /// rows than `n`, the rest left as they were.
+    pub fn product_rows(&self, rows: &[i8], n: usize, c: &mut Tensor) -> TractResult<()> {
+        ensure!(rows.len() == n * self.k, "product shapes do not agree");
+        self.run(Activations::Rows(rows), n, c, (1, 0))
+    }
+
+    /// The product against `b`, `n` wide, into `c` whose axes `(m, n)` are `axes`.
+    fn run(&self, b: Activations, n: usize, c: &mut Tensor, axes: (usize, usize)) -> TractResult<()> {
+        // `c` may be larger than the product along n (a buffer reused for blocks of rows)
+        ensure!(
+            c.datum_type() == i32::datum_type()
+                && c.rank() == 2
+                && c.shape()[axes.0] == self.m
+                && c.shape()[axes.1] >= n
+                && axes.0 != axes.1,
+            "product output shape"
+        );
         let format = &self.mmm.packings()[self.packing].1;
         let mut blob = SCRATCH.lock().map_err(|_| anyhow::anyhow!("packing pool poisoned"))?.pop().unwrap_or_default();
         let (mut eager, mut other) = (None, None);
         let b: &dyn MMMInputValue = match format.downcast_ref::<PackedI8K4>() {
             Some(k4) => {
-                let panel_bytes = pack_i8k4(k4, x, g, x0, &mut blob)?;
+                let panel_bytes = match b {
+                    Activations::Im2col { x, g, x0 } => pack_i8k4(k4, x, g, x0, &mut blob)?,
+                    Activations::Rows(rows) => pack_rows_k4(k4, rows, n, self.k, &mut blob)?,
+                };
                 eager.insert(EagerPackedInput {
                     fact: PackedExoticFact { format: Box::new(k4.clone()), mn: n.to_dim(), k: self.k },
                     packed: Arc::new(blob),
@@ -179,21 +204,28 @@ impl PackedWeights {
                 })
             }
             None => {
-                let mut b = Tensor::zero::<i8>(&[self.k, n])?;
-                {
-                    let mut view = b.try_as_plain_ram_mut()?;
-                    for (k, row) in view.as_slice_mut::<i8>()?.chunks_mut(n).enumerate() {
-                        im2col_row(x, g, x0, k, row);
+                let b = match b {
+                    Activations::Im2col { x, g, x0 } => {
+                        let mut b = Tensor::zero::<i8>(&[self.k, n])?;
+                        {
+                            let mut view = b.try_as_plain_ram_mut()?;
+                            for (k, row) in view.as_slice_mut::<i8>()?.chunks_mut(n).enumerate() {
+                                im2col_row(x, g, x0, k, row);
+                            }
+                        }
+                        format.prepare_one(&b, 0, 1)?
                     }
-                }
-                &**other.insert(format.prepare_one(&b, 0, 1)?)
+                    Activations::Rows(rows) => format.prepare_one(&Tensor::from_shape(&[n, self.k], rows)?, 1, 0)?,
+                };
+                &**other.insert(b)
             }
         };
         #[allow(unsafe_code)]
-        // SAFETY: `c` is an i32 [m, n] tensor (checked above) that outlives the run, and the
-        // packed operands are in the layouts of this kernel's own packing `self.packing`.
+        // SAFETY: `c` is an i32 tensor of `m` by at least `n` on the axes given (checked above)
+        // that outlives the run, and the packed operands are in the layouts of this kernel's own
+        // packing `self.packing`.
         unsafe {
-            let store = self.mmm.c_view(Some(0), Some(1)).wrap(&c.view_mut());
+            let store = self.mmm.c_view(Some(axes.0), Some(axes.1)).wrap(&c.view_mut());
             self.mmm.run(
                 self.m,
                 n,
@@ -215,6 +247,54 @@ impl PackedWeights {
         }
         Ok(())
     }
+}
+
+/// The right-hand operand of a product, before packing.
+enum Activations<'a> {
+    /// the im2col matrix of a u8 activation map, `[k, n]`
+    Im2col { x: &'a [u8], g: &'a Geometry, x0: u8 },
+    /// quantized rows, `[n, k]`
+    Rows(&'a [i8]),
+}
+
+/// A buffer of at least `size` bytes (plus the slack AMX kernels read past the end), aligned
+/// for `format`, reused when `blob` already is one.
+fn packing_buffer(format: &PackedI8K4, size: usize, blob: &mut Blob) -> TractResult<()> {
+    // AMX kernels step through K 64 bytes at a time: the last panel is read up to 60 rows past
+    // its end (against zero weights), so that much slack must be mapped after it
+    let slack = 64 * format.r;
+    if blob.as_bytes().len() < size + slack || blob.layout().align() < format.align {
+        *blob = Blob::from_bytes_alignment(&vec![0u8; size + slack], format.align)?;
+    }
+    Ok(())
+}
+
+/// `rows` (`[n, k]`, i8) packed into the K=4-interleaved layout: in each panel of `r` rows,
+/// per block of 4 along `k`, the 4 bytes of every row together, which is a plain u32 read of
+/// the row when `k` is a multiple of 4.
+fn pack_rows_k4(format: &PackedI8K4, rows: &[i8], n: usize, k: usize, blob: &mut Blob) -> TractResult<usize> {
+    let r = format.r;
+    let blocks = k.div_ceil(4);
+    let panel = blocks * r;
+    let size = n.div_ceil(r) * panel * 4;
+    packing_buffer(format, size, blob)?;
+    let packed: &mut [u32] =
+        bytemuck::try_cast_slice_mut(&mut blob.as_bytes_mut()[..size]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rows: &[u8] = bytemuck::cast_slice(rows);
+    for (p, dst) in packed.chunks_mut(panel).enumerate() {
+        for (j, row) in rows.chunks(k).skip(p * r).take(r).enumerate() {
+            let (whole, tail) = row.split_at(k / 4 * 4);
+            for (kb, v) in whole.chunks_exact(4).enumerate() {
+                dst[kb * r + j] = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+            }
+            if !tail.is_empty() {
+                let mut v = [0u8; 4];
+                v[..tail.len()].copy_from_slice(tail);
+                dst[(blocks - 1) * r + j] = u32::from_le_bytes(v);
+            }
+        }
+    }
+    Ok(panel * 4)
 }
 
 /// Writes row `k` (input channel, kernel row, kernel column) of the im2col matrix of `x`
@@ -272,12 +352,7 @@ fn pack_i8k4(format: &PackedI8K4, x: &[u8], g: &Geometry, x0: u8, blob: &mut Blo
     let blocks = k.div_ceil(4);
     let panel = blocks * r; // in u32 words
     let size = n.div_ceil(r) * panel * 4;
-    // AMX kernels step through K 64 bytes at a time: the last panel is read up to 60 rows past
-    // its end (against zero weights), so that much slack must be mapped after it
-    let slack = 64 * r;
-    if blob.as_bytes().len() < size + slack || blob.layout().align() < format.align {
-        *blob = Blob::from_bytes_alignment(&vec![0u8; size + slack], format.align)?;
-    }
+    packing_buffer(format, size, blob)?;
     // what lies past `size`, and in the last panel's columns past `n`, may be left from an
     // earlier use: it only meets zero weights or feeds sums that are never stored
     let packed: &mut [u32] =
@@ -333,124 +408,12 @@ fn interleave_any(rows: [&[u8]; 4], dst: &mut [u32]) {
     }
 }
 
-/// A depthwise filter bank `[c, kh, kw]` rearranged tap-major, `[kh·kw, c]`, for [`depthwise`].
-pub fn depthwise_taps(w: &[i8], c: usize, taps: usize) -> Vec<f32> {
-    let mut out = vec![0f32; c * taps];
-    for ch in 0..c {
-        for t in 0..taps {
-            out[t * c + ch] = w[ch * taps + t] as f32;
-        }
-    }
-    out
-}
-
-/// Depthwise convolution (one filter per channel) of `x` (u8, `[c, h, w]`): the sums of
-/// `(x - x0) · w`, requantized by `rq` into `out` (`[c, ho·wo]`). `taps` comes from
-/// [`depthwise_taps`].
-///
-/// The work is done channels-last: the input is copied once into a zero-padded `[h, w, c]`
-/// image, so the inner loop runs over contiguous channels (hundreds in the models here)
-/// instead of over rows as short as 7 outputs, and the compiler vectorises it. The arithmetic
-/// is f32, which is exact here: every product is below 2^15 and every sum below 2^24
-/// (at most 25 taps here; checked), and f32 multiply-add vectorises on every target, where
-/// 32-bit integer multiplies do not on baseline x86.
-pub fn depthwise(x: &[u8], g: &Geometry, x0: u8, taps: &[f32], rq: &Requant, out: &mut [u8]) {
-    debug_assert!(g.kh * g.kw * 255 * 128 < 1 << 24, "depthwise sums must stay exact in f32 (checked at load)");
-    let c = g.cin;
-    let [pt, pl, pb, pr] = g.pads;
-    let (hp, wp) = (g.h + pt + pb, g.w + pl + pr);
-    SCRATCH_IMAGE.with_borrow_mut(|image| {
-        // reused from call to call: a fresh buffer of megabytes costs its page faults each
-        // time (measured: 2.4 of 6 ms on 96×112×112)
-        if image.len() < hp * wp * c {
-            image.resize(hp * wp * c, 0.0);
-        }
-        let image = &mut image[..hp * wp * c];
-        image[..pt * wp * c].fill(0.0);
-        image[(pt + g.h) * wp * c..].fill(0.0);
-        // one image row at a time: its channels-last line stays in cache while each channel's
-        // input row is read straight through
-        let plane = g.h * g.w;
-        for y in 0..g.h {
-            let line = &mut image[(y + pt) * wp * c..(y + pt + 1) * wp * c];
-            line[..pl * c].fill(0.0);
-            line[(pl + g.w) * c..].fill(0.0);
-            let line = &mut line[pl * c..(pl + g.w) * c];
-            for ch in 0..c {
-                let src = &x[ch * plane + y * g.w..ch * plane + (y + 1) * g.w];
-                for (d, &v) in line[ch..].iter_mut().step_by(c).zip(src) {
-                    *d = v as f32 - x0 as f32;
-                }
-            }
-        }
-        let (ho, wo) = g.out_hw();
-        let image = &*image;
-        match tract_linalg::multithread::current_tract_executor() {
-            // several threads for this pipeline: each takes a block of channels (whole output
-            // planes, so the blocks of `out` are disjoint)
-            tract_linalg::multithread::Executor::MultiThread(pool) if c >= 32 => {
-                let block = c.div_ceil(pool.current_num_threads()).max(8);
-                pool.scope(|scope| {
-                    for (i, out) in out.chunks_mut(block * ho * wo).enumerate() {
-                        let channels = i * block..(i * block + block).min(c);
-                        scope.spawn(move |_| depthwise_rows(image, g, taps, rq, channels, out));
-                    }
-                });
-            }
-            _ => depthwise_rows(image, g, taps, rq, 0..c, out),
-        }
-    });
-}
-
-thread_local! {
-    static SCRATCH_IMAGE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The sums of `channels` over the channels-last padded `image`, requantized into `out`
-/// (`[channels, ho·wo]`).
-fn depthwise_rows(
-    image: &[f32],
-    g: &Geometry,
-    taps: &[f32],
-    rq: &Requant,
-    channels: std::ops::Range<usize>,
-    out: &mut [u8],
-) {
-    let c = g.cin;
-    let (c0, cb) = (channels.start, channels.len());
-    let (ho, wo) = g.out_hw();
-    let n = ho * wo;
-    let wp = g.w + g.pads[1] + g.pads[3];
-    let (sy, sx) = g.stride;
-    let mut row = vec![0f32; wo * cb];
-    for oy in 0..ho {
-        row.fill(0.0);
-        for ky in 0..g.kh {
-            let line = &image[(oy * sy + ky) * wp * c..(oy * sy + ky + 1) * wp * c];
-            for kx in 0..g.kw {
-                let t = &taps[(ky * g.kw + kx) * c + c0..(ky * g.kw + kx) * c + c0 + cb];
-                for (ox, a) in row.chunks_exact_mut(cb).enumerate() {
-                    let v = &line[(ox * sx + kx) * c + c0..(ox * sx + kx) * c + c0 + cb];
-                    for ((a, &v), &t) in a.iter_mut().zip(v).zip(t) {
-                        *a += v * t;
-                    }
-                }
-            }
-        }
-        for (ox, a) in row.chunks_exact(cb).enumerate() {
-            for (ch, &v) in a.iter().enumerate() {
-                out[ch * n + oy * wo + ox] = rq.one(c0 + ch, v);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Straightforward reference: Σ (x - x0) · w over the window, padding contributing 0.
-    fn reference(x: &[u8], g: &Geometry, x0: u8, w: &[i8], depthwise: bool) -> Vec<i32> {
+    pub(crate) fn reference(x: &[u8], g: &Geometry, x0: u8, w: &[i8], depthwise: bool) -> Vec<i32> {
         let (ho, wo) = g.out_hw();
         let mut out = vec![0; g.cout * ho * wo];
         for co in 0..g.cout {
@@ -480,7 +443,7 @@ mod tests {
         out
     }
 
-    fn data(n: usize, seed: u32) -> Vec<u8> {
+    pub(crate) fn data(n: usize, seed: u32) -> Vec<u8> {
         let mut s = seed;
         (0..n)
             .map(|_| {
@@ -490,7 +453,7 @@ mod tests {
             .collect()
     }
 
-    fn geometries() -> Vec<Geometry> {
+    pub(crate) fn geometries() -> Vec<Geometry> {
         let g = |cin, h, w, cout, k, s, pads| Geometry { cin, h, w, cout, kh: k, kw: k, stride: (s, s), pads };
         vec![
             g(3, 9, 11, 8, 3, 2, [1, 1, 1, 1]),
@@ -525,43 +488,6 @@ mod tests {
             assert_eq!(got, reference(&x, &g, x0, &w, false), "geometry {g:?} on {}", packed.kernel_name());
         }
         Ok(())
-    }
-
-    #[test]
-    fn depthwise_equals_the_direct_sum() {
-        for (i, mut g) in geometries().into_iter().enumerate() {
-            g.cout = g.cin;
-            let x = data(g.cin * g.h * g.w, 7 + i as u32);
-            let w: Vec<i8> = data(g.cin * g.kh * g.kw, 50 + i as u32).iter().map(|&v| v as i8).collect();
-            let (ho, wo) = g.out_hw();
-            // requantized with unit scale around 128: the sums themselves, where they fit
-            let rq = Requant { mul: vec![1.0; g.cin], add: vec![0; g.cin], y0: 128.0, alpha: None };
-            let mut out = vec![0u8; g.cin * ho * wo];
-            depthwise(&x, &g, 77, &depthwise_taps(&w, g.cin, g.kh * g.kw), &rq, &mut out);
-            let expected: Vec<u8> =
-                reference(&x, &g, 77, &w, true).iter().map(|&s| (s + 128).clamp(0, 255) as u8).collect();
-            assert_eq!(out, expected, "geometry {g:?}");
-        }
-    }
-
-    #[test]
-    fn depthwise_on_two_threads_equals_one() {
-        use tract_linalg::multithread::{Executor, multithread_tract_scope};
-        let g = Geometry { cin: 70, h: 9, w: 11, cout: 70, kh: 3, kw: 3, stride: (2, 1), pads: [1; 4] };
-        let x = data(g.cin * g.h * g.w, 3);
-        let taps = depthwise_taps(&data(g.cin * 9, 4).iter().map(|&v| v as i8).collect::<Vec<_>>(), g.cin, 9);
-        let rq = Requant {
-            mul: (0..g.cin).map(|c| 0.01 + c as f32 * 1e-3).collect(),
-            add: vec![5; g.cin],
-            y0: 100.0,
-            alpha: Some(0.1),
-        };
-        let (ho, wo) = g.out_hw();
-        let (mut one, mut two) = (vec![0u8; g.cin * ho * wo], vec![0u8; g.cin * ho * wo]);
-        depthwise(&x, &g, 9, &taps, &rq, &mut one);
-        multithread_tract_scope(Executor::multithread(2), || depthwise(&x, &g, 9, &taps, &rq, &mut two));
-        assert_eq!(one, two);
-        assert!(one.iter().any(|&v| v != one[0]), "a test that cannot tell outputs apart");
     }
 
     #[test]

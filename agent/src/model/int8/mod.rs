@@ -6,9 +6,11 @@
 //! keeps activations u8 between quantized convolutions and does their products on
 //! tract-linalg's integer kernels, so int8 is the faster variant, as on onnxruntime.
 
+pub mod depthwise;
 pub mod kernels;
 pub mod qconv;
 pub mod qdq;
+pub mod qmatmul;
 pub mod rewrite;
 
 use std::path::Path;
@@ -39,6 +41,7 @@ pub fn onnx_model(path: &Path, exec: Int8Exec) -> TractResult<(InferenceModel, R
         done = rewrite::rewrite(graph);
     }
     onnx.op_register.insert(rewrite::OP, qconv::build);
+    onnx.op_register.insert(qmatmul::OP, qmatmul::build);
     onnx.op_register.insert(qdq::QUANTIZE, qdq::build_quantize);
     onnx.op_register.insert(qdq::DEQUANTIZE, qdq::build_dequantize);
     Ok((onnx.model_for_proto_model(&proto)?, done))

@@ -12,7 +12,8 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 use tract_onnx::tract_hir::internal::*;
 
-use super::kernels::{self, Geometry, PackedWeights, Requant};
+use super::depthwise;
+use super::kernels::{Geometry, PackedWeights, Requant};
 
 /// Inputs of an `EdgeQConv` node, in order.
 pub const INPUTS: [&str; 8] = ["x", "x_scale", "x_zero_point", "w", "w_scale", "bias", "y_scale", "y_zero_point"];
@@ -150,7 +151,7 @@ impl Expansion for QConvExpansion {
         let op = QConv {
             g,
             x0: x0 as u8,
-            taps: Arc::new(if depthwise { kernels::depthwise_taps(&wv, g.cin, g.kh * g.kw) } else { vec![] }),
+            taps: Arc::new(if depthwise { depthwise::depthwise_taps(&wv, g.cin, g.kh * g.kw) } else { vec![] }),
             packed,
             requant: Arc::new(Requant { mul, add, y0, alpha: self.0.alpha }),
         };
@@ -211,7 +212,7 @@ impl EvalOp for QConv {
             let mut view = y.try_as_plain_ram_mut()?;
             let out = view.as_slice_mut::<u8>()?;
             match &self.packed {
-                None => kernels::depthwise(x, g, self.x0, &self.taps, &self.requant, out),
+                None => depthwise::depthwise(x, g, self.x0, &self.taps, &self.requant, out),
                 Some(packed) => {
                     let mut acc = Tensor::zero::<i32>(&[g.cout, n])?;
                     packed.product(x, g, self.x0, &mut acc)?;

@@ -35,20 +35,22 @@ pub struct Rewritten {
     pub folded_activations: usize,
     /// activation quantize/dequantize nodes now run by [`super::qdq`]
     pub qdq: usize,
+    /// float-activation matmuls against int8 weights now run by [`super::qmatmul`]
+    pub matmuls: usize,
     /// quantized convolutions left in float, with the reason
     pub left: Vec<(String, String)>,
 }
 
-struct Index<'g> {
+pub(super) struct Index<'g> {
     graph: &'g GraphProto,
-    producer: HashMap<&'g str, usize>,
+    pub(super) producer: HashMap<&'g str, usize>,
     consumers: HashMap<&'g str, Vec<usize>>,
     inits: HashMap<&'g str, &'g TensorProto>,
     outputs: HashSet<&'g str>,
 }
 
 impl<'g> Index<'g> {
-    fn new(graph: &'g GraphProto) -> Index<'g> {
+    pub(super) fn new(graph: &'g GraphProto) -> Index<'g> {
         let mut producer = HashMap::new();
         let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, n) in graph.node.iter().enumerate() {
@@ -73,23 +75,23 @@ impl<'g> Index<'g> {
     }
 
     /// The producer of `name` if it is a node of type `op`.
-    fn made_by(&self, name: &str, op: &str) -> Option<&'g NodeProto> {
+    pub(super) fn made_by(&self, name: &str, op: &str) -> Option<&'g NodeProto> {
         self.producer.get(name).map(|&i| self.node(i)).filter(|n| n.op_type == op)
     }
 
     /// The only reader of `name`, if it has exactly one and is not a graph output.
-    fn sole_reader(&self, name: &str, op: &str) -> Option<&'g NodeProto> {
+    pub(super) fn sole_reader(&self, name: &str, op: &str) -> Option<&'g NodeProto> {
         match self.consumers.get(name).map(Vec::as_slice) {
             Some([i]) if !self.outputs.contains(name) => Some(self.node(*i)).filter(|n| n.op_type == op),
             _ => None,
         }
     }
 
-    fn init(&self, name: &str) -> Option<&'g TensorProto> {
+    pub(super) fn init(&self, name: &str) -> Option<&'g TensorProto> {
         self.inits.get(name).copied()
     }
 
-    fn tensor(&self, name: &str) -> TractResult<Tensor> {
+    pub(super) fn tensor(&self, name: &str) -> TractResult<Tensor> {
         let t = self.init(name).with_context(|| format!("{name} is not an initializer"))?;
         tract_onnx::tensor::load_tensor(&tract_onnx::data_resolver::MmapDataResolver, t, None)
     }
@@ -111,11 +113,11 @@ struct Plan {
     replaced: Vec<usize>,
 }
 
-fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+pub(super) fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
     n.attribute.iter().find(|a| a.name == name)
 }
 
-fn is_zero(t: &Tensor) -> TractResult<bool> {
+pub(super) fn is_zero(t: &Tensor) -> TractResult<bool> {
     Ok(t.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.iter().all(|&v| v == 0.0))
 }
 
@@ -123,6 +125,12 @@ fn is_zero(t: &Tensor) -> TractResult<bool> {
 fn plan(ix: &Index, i: usize) -> Result<Plan, String> {
     let conv = ix.node(i);
     let fail = |why: &str| Err(why.to_string());
+    let Some(dq_x) = conv.input.first().and_then(|x| ix.made_by(x, "DequantizeLinear")) else {
+        return fail("input not dequantized");
+    };
+    let Some(dq_w) = conv.input.get(1).and_then(|w| ix.made_by(w, "DequantizeLinear")) else {
+        return fail("weights not dequantized");
+    };
     if attr(conv, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET") {
         return fail("auto_pad");
     }
@@ -133,12 +141,6 @@ fn plan(ix: &Index, i: usize) -> Result<Plan, String> {
     {
         return fail("not 2-D");
     }
-    let Some(dq_x) = conv.input.first().and_then(|x| ix.made_by(x, "DequantizeLinear")) else {
-        return fail("input not dequantized");
-    };
-    let Some(dq_w) = conv.input.get(1).and_then(|w| ix.made_by(w, "DequantizeLinear")) else {
-        return fail("weights not dequantized");
-    };
     let Some(q) = ix.sole_reader(&conv.output[0], "QuantizeLinear") else {
         return fail("output not quantized");
     };
@@ -247,7 +249,8 @@ fn plan(ix: &Index, i: usize) -> Result<Plan, String> {
     Ok(Plan { conv: i, inputs, output: out_q.output[0].clone(), alpha, bias, depthwise, replaced })
 }
 
-/// Rewrites every quantized convolution of `graph` it can; returns what it did.
+/// Rewrites every quantized convolution and int8-weight matmul of `graph` it can; returns what
+/// it did.
 pub fn rewrite(graph: &mut GraphProto) -> Rewritten {
     let mut done = Rewritten::default();
     let plans: Vec<Plan> = {
@@ -299,6 +302,7 @@ pub fn rewrite(graph: &mut GraphProto) -> Rewritten {
         i += 1;
         !replaced.contains(&(i - 1))
     });
+    done.matmuls = super::qmatmul::rewrite(graph);
     prune(graph);
     done.qdq = fast_qdq(graph);
     done
