@@ -1,7 +1,8 @@
-"""The onnxruntime side of `edge-agent bench`: times one ONNX file on a raw f32 input.
+"""The onnxruntime side of `edge-agent bench`: times one ONNX file on raw inputs.
 
-Argument: one JSON object {model, input, shape, threads, runs, warmup}. Prints one JSON object
-{median_ms, p90_ms, load_ms, version}. The input is the bytes the Rust side fed tract.
+Argument: one JSON object {model, inputs: [{file, dtype, shape}], threads, runs, warmup}, the
+inputs in the graph's order. Prints one JSON object {median_ms, p90_ms, load_ms, version}.
+The inputs are the bytes the Rust side fed tract.
 """
 import json
 import sys
@@ -19,8 +20,10 @@ opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 t0 = time.perf_counter()
 session = ort.InferenceSession(a["model"], opts, providers=["CPUExecutionProvider"])
 load_ms = (time.perf_counter() - t0) * 1e3
-x = np.fromfile(a["input"], dtype="<f4").reshape(a["shape"])
-feed = {session.get_inputs()[0].name: x}
+feed = {
+    spec.name: np.fromfile(i["file"], dtype=i["dtype"]).reshape(i["shape"])
+    for spec, i in zip(session.get_inputs(), a["inputs"])
+}
 for _ in range(a["warmup"]):
     session.run(None, feed)
 times = []

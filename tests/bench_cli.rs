@@ -61,3 +61,16 @@ fn bad_requests_are_errors() {
     let (ok, _, err) = bench(&["--runs", "0"]);
     assert!(!ok && err.contains("--runs"), "{err}");
 }
+
+#[test]
+fn whisper_decoder_step_is_timed_with_its_cache_inputs() {
+    // the step takes a token, 8 self-attention cache tensors and 8 encoder keys/values
+    let (ok, out, err) = bench(&["--model", "whisper-tiny-en/decoder", "--runs", "2", "--json"]);
+    assert!(ok, "{out}{err}");
+    let r: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(r["model"], "whisper-tiny-en/decoder");
+    for key in ["tract_fp32_ms", "tract_int8_ms", "tract_int8_qdq_ms"] {
+        assert!(r[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {r}");
+    }
+    assert!(r["missing"].as_array().unwrap().is_empty(), "{r}");
+}

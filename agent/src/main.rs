@@ -115,7 +115,7 @@ enum Command {
     /// Time every model (or --model) in tract at fp32 and int8, against onnxruntime when its
     /// venv exists (scripts/make-bench-venv.sh), and the agent end to end; prints a table.
     Bench {
-        /// A model (repeatable; default: all). Whisper's encoder is `whisper-tiny-en`.
+        /// A model (repeatable; default: all). `whisper-tiny-en` is its encoder and its decoder step, `whisper-tiny-en/decoder` one of them.
         #[arg(long)]
         model: Vec<String>,
         /// Threads for one inference.
@@ -416,7 +416,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                         let Some((path, _)) = target.files.get(&precision) else { continue };
                         let rows = edge_agent::model::with_threads(threads, || {
                             let plan = edge_agent::bench::plan(target, path, exec)?;
-                            edge_agent::bench::profile::by_op(&plan, &edge_agent::bench::input(&target.shape)?, runs)
+                            edge_agent::bench::profile::by_op(&plan, &edge_agent::bench::feed(target)?, runs)
                         })
                         .with_context(|| format!("profiling {} {key}", target.name))?;
                         print!("{}", edge_agent::bench::profile::table(&format!("{} {key}", target.name), &rows, 12));

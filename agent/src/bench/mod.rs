@@ -6,6 +6,7 @@
 
 pub mod cost;
 pub mod e2e;
+pub mod inputs;
 pub mod profile;
 pub mod reference;
 mod table;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
@@ -42,7 +44,7 @@ pub struct Options {
     pub e2e: bool,
 }
 
-/// One graph the benchmark can time: a vision model, or Whisper's encoder.
+/// One graph the benchmark can time: a vision model, Whisper's encoder or its decoder step.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub name: String,
@@ -73,15 +75,19 @@ pub fn targets(catalog: &Catalog) -> Vec<Target> {
         }
     }
     for entry in catalog.speech_entries() {
-        let mut files = BTreeMap::new();
-        for precision in entry.manifest.variants.keys() {
-            if let Some((path, _)) = entry.file(precision, "encoder") {
-                files.insert(precision.clone(), (path, entry.make_hint(precision)));
+        for role in ["encoder", "decoder"] {
+            let mut files = BTreeMap::new();
+            for precision in entry.manifest.variants.keys() {
+                if let Some((path, _)) = entry.file(precision, role) {
+                    files.insert(precision.clone(), (path, entry.make_hint(precision)));
+                }
             }
-        }
-        if !files.is_empty() {
-            let name = format!("{}/encoder", entry.manifest.name);
-            out.push(Target { name, shape: WHISPER_MEL.to_vec(), files, speech: true, task: None });
+            if !files.is_empty() {
+                let name = format!("{}/{role}", entry.manifest.name);
+                // the encoder's mel spectrogram; the decoder's one token (its other inputs: [`feed`])
+                let shape = if role == "encoder" { WHISPER_MEL.to_vec() } else { vec![1, 1] };
+                out.push(Target { name, shape, files, speech: true, task: None });
+            }
         }
     }
     out
@@ -134,20 +140,18 @@ pub struct Report {
 }
 
 /// A deterministic input in [0, 1): the same bytes for tract and onnxruntime.
-pub fn input(shape: &[usize]) -> TractResult<Tensor> {
-    Tensor::from_shape(shape, &input_values(shape))
+/// The inputs `target` is timed on, in its graph's order (see [`inputs`]).
+pub fn input_specs(target: &Target) -> TractResult<Vec<inputs::Input>> {
+    if !target.speech {
+        return Ok(vec![inputs::Input { dt: f32::datum_type(), shape: target.shape.clone() }]);
+    }
+    let (path, _) = target.files.values().next().context("no graph file")?;
+    inputs::declared(path)
 }
 
-fn input_values(shape: &[usize]) -> Vec<f32> {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    (0..shape.iter().product::<usize>())
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect()
+/// The tensors tract is fed for `target`.
+pub fn feed(target: &Target) -> TractResult<TVec<TValue>> {
+    input_specs(target)?.iter().map(|i| Ok(i.tensor()?.into_tvalue())).collect()
 }
 
 /// Loads one graph of a target as the agent would, or (`FakeQuant`) as tract runs it unaided.
@@ -182,14 +186,14 @@ pub fn measure(target: &Target, precision: &Precision, exec: Int8Exec, opts: &Op
         let started = Instant::now();
         let plan = plan(target, &path, exec)?;
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
-        let x = input(&target.shape)?;
+        let x = feed(target)?;
         for _ in 0..3 {
-            plan.run(tvec!(x.clone().into()))?;
+            plan.run(x.clone())?;
         }
         let mut times = Vec::with_capacity(opts.runs);
         for _ in 0..opts.runs {
             let t = Instant::now();
-            plan.run(tvec!(x.clone().into()))?;
+            plan.run(x.clone())?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let (median_ms, p90_ms) = median_p90(&mut times);
@@ -308,13 +312,17 @@ pub fn report(exe: &Path, overrides: &[String], target: &Target, opts: &Options)
 
 fn ort_all(python: &Path, target: &Target, opts: &Options) -> Result<BTreeMap<String, reference::Timing>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let input_path = dir.path().join("input.f32");
-    let bytes: Vec<u8> = input_values(&target.shape).iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(&input_path, bytes).map_err(|e| e.to_string())?;
+    let mut fed = Vec::new();
+    for (i, input) in input_specs(target).map_err(|e| format!("{e:#}"))?.iter().enumerate() {
+        let path = dir.path().join(format!("input{i}"));
+        let (bytes, dtype) = input.bytes().map_err(|e| format!("{e:#}"))?;
+        std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
+        fed.push(reference::Fed { path, dtype, shape: input.shape.clone() });
+    }
     let mut out = BTreeMap::new();
     for (precision, (path, _)) in &target.files {
         if path.is_file() {
-            let t = reference::time(python, path, &input_path, &target.shape, opts.threads, opts.runs)?;
+            let t = reference::time(python, path, &fed, opts.threads, opts.runs)?;
             out.insert(precision.to_string(), t);
         }
     }
@@ -350,14 +358,18 @@ pub fn select(catalog: &Catalog, names: &[String]) -> Result<Vec<Target>, BenchE
     if names.is_empty() {
         return Ok(all);
     }
-    names
-        .iter()
-        .map(|n| {
-            all.iter().find(|t| t.name == *n || t.name.split('/').next() == Some(n.as_str())).cloned().ok_or_else(
-                || BenchError::Unknown(n.clone(), all.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")),
-            )
-        })
-        .collect()
+    let mut out = Vec::new();
+    for n in names {
+        // a speech model's name picks each of its graphs; `NAME/encoder` just the one
+        let found: Vec<Target> =
+            all.iter().filter(|t| t.name == *n || t.name.split('/').next() == Some(n.as_str())).cloned().collect();
+        if found.is_empty() {
+            let have = all.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(BenchError::Unknown(n.clone(), have));
+        }
+        out.extend(found);
+    }
+    Ok(out)
 }
 
 pub use table::{csv, print_table};

@@ -10,13 +10,17 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::{SimpleState, eval};
 
 /// Time per op kind over `runs` inferences: (op name, nodes, total ms per run), largest first.
-pub fn by_op(plan: &Arc<TypedRunnableModel>, input: &Tensor, runs: usize) -> TractResult<Vec<(String, usize, f64)>> {
+pub fn by_op(
+    plan: &Arc<TypedRunnableModel>,
+    inputs: &TVec<TValue>,
+    runs: usize,
+) -> TractResult<Vec<(String, usize, f64)>> {
     let mut state = SimpleState::new(plan)?;
-    state.run(tvec!(input.clone().into()))?;
+    state.run(inputs.clone())?;
     let mut total: HashMap<String, (usize, f64)> = HashMap::new();
     let runs = runs.max(1);
     for _ in 0..runs {
-        state.run_plan_with_eval(tvec!(input.clone().into()), |ctx, op_state, node, inputs| {
+        state.run_plan_with_eval(inputs.clone(), |ctx, op_state, node, inputs| {
             let started = Instant::now();
             let out = eval(ctx, op_state, node, inputs);
             let e = total.entry(node.op().name().to_string()).or_default();

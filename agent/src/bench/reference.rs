@@ -25,17 +25,21 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench-ort.py")
 }
 
-/// Times `model` in onnxruntime on the raw little-endian f32 `input` of `shape`.
-pub fn time(
-    python: &Path,
-    model: &Path,
-    input: &Path,
-    shape: &[usize],
-    threads: usize,
-    runs: usize,
-) -> Result<Timing, String> {
+/// One input as onnxruntime reads it: raw little-endian values in a file.
+#[derive(Debug, Clone)]
+pub struct Fed {
+    pub path: PathBuf,
+    /// numpy's name of the element type (`<f4`, `<i8`)
+    pub dtype: &'static str,
+    pub shape: Vec<usize>,
+}
+
+/// Times `model` in onnxruntime on `inputs`, in the graph's input order.
+pub fn time(python: &Path, model: &Path, inputs: &[Fed], threads: usize, runs: usize) -> Result<Timing, String> {
+    let inputs: Vec<_> =
+        inputs.iter().map(|i| serde_json::json!({"file": i.path, "dtype": i.dtype, "shape": i.shape})).collect();
     let args = serde_json::json!({
-        "model": model, "input": input, "shape": shape, "threads": threads, "runs": runs, "warmup": 3,
+        "model": model, "inputs": inputs, "threads": threads, "runs": runs, "warmup": 3,
     });
     let out = Command::new(python)
         .arg(script())
