@@ -123,8 +123,13 @@ fn whisper_projections_run_in_integers_close_to_float() {
     let dir = models().join("whisper-tiny-en");
     // the decoder step: 4 layers × (query/key/value, output, 2 feed-forward, cross query and
     // output) = 24 projections, plus the output embedding reached through a Transpose
-    let (_, decoder) = onnx_model(&dir.join("decoder.int8.onnx"), Int8Exec::Integer).unwrap();
+    let (step, decoder) = onnx_model(&dir.join("decoder.int8.onnx"), Int8Exec::Integer).unwrap();
     assert_eq!(decoder.matmuls, 25, "{decoder:?}");
+    // its one-token attention products (4 layers × self and cross × scores and values) are
+    // streamed row updates, nothing packed per step
+    let step = step.into_typed().unwrap();
+    let rows = step.nodes().iter().filter(|n| n.op.name() == edge_agent::model::row_matmul::OP).count();
+    assert_eq!(rows, 16);
     let mut samples =
         edge_agent::audio::wav::read_16k(&common::root().join("tests/fixtures/audio/sentences/01-en-us+f3.wav"))
             .unwrap();

@@ -5,6 +5,7 @@ mod catalog;
 pub(crate) mod engine;
 pub mod int8;
 mod manifest;
+pub mod row_matmul;
 mod speech_manifest;
 
 pub use catalog::{

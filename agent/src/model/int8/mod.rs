@@ -29,8 +29,9 @@ pub enum Int8Exec {
     FakeQuant,
 }
 
-/// Parses an ONNX file into tract, first rewriting its quantized convolutions when `exec`
-/// asks for integers. A float model comes out unchanged.
+/// Parses an ONNX file into tract, first rewriting its quantized convolutions and int8-weight
+/// matmuls when `exec` asks for integers (and marking one-row activation products for
+/// [`crate::model::row_matmul`]). A float model's arithmetic comes out unchanged.
 pub fn onnx_model(path: &Path, exec: Int8Exec) -> TractResult<(InferenceModel, Rewritten)> {
     let mut onnx = tract_onnx::onnx();
     let mut proto = onnx.proto_model_for_path(path)?;
@@ -39,9 +40,11 @@ pub fn onnx_model(path: &Path, exec: Int8Exec) -> TractResult<(InferenceModel, R
         && let Some(graph) = proto.graph.as_mut()
     {
         done = rewrite::rewrite(graph);
+        crate::model::row_matmul::rewrite(graph);
     }
     onnx.op_register.insert(rewrite::OP, qconv::build);
     onnx.op_register.insert(qmatmul::OP, qmatmul::build);
+    onnx.op_register.insert(crate::model::row_matmul::OP, crate::model::row_matmul::build);
     onnx.op_register.insert(qdq::QUANTIZE, qdq::build_quantize);
     onnx.op_register.insert(qdq::DEQUANTIZE, qdq::build_dequantize);
     Ok((onnx.model_for_proto_model(&proto)?, done))
