@@ -65,7 +65,7 @@ fn rel_rms(a: &[Vec<Vec<f32>>], reference: &[Vec<Vec<f32>>]) -> f64 {
 }
 
 /// Runs one model three ways and checks the rewrite and the answers' closeness.
-fn check(name: &str, convs: usize, depthwise: usize, folded: usize) {
+fn check(name: &str, convs: usize, depthwise: usize, folded: usize) -> Rewritten {
     let e = entry(name);
     let x = photos(&e);
     let (fp32, none) = outputs(&e, "fp32", Int8Exec::Integer, &x);
@@ -81,11 +81,14 @@ fn check(name: &str, convs: usize, depthwise: usize, folded: usize) {
     // quantization error is the same order either way; integers must not add to it
     assert!(err_int <= err_fake * 1.25 + 0.005, "{name}: integer {err_int} vs as written {err_fake}");
     assert!(err_fake < 0.2, "{name}: the int8 model itself is off by {err_fake}");
+    done
 }
 
 #[test]
 fn nanodet_runs_in_integers_with_the_answers_of_the_quantized_graph() {
-    check("nanodet", 34, 0, 28);
+    let done = check("nanodet", 34, 0, 28);
+    // its max pooling and its 4 resizes (2 up, 2 down) run on the u8 values
+    assert_eq!(done.spatial, 5, "{done:?}");
 }
 
 #[test]

@@ -357,54 +357,74 @@ fn pack_i8k4(format: &PackedI8K4, x: &[u8], g: &Geometry, x0: u8, blob: &mut Blo
     // earlier use: it only meets zero weights or feeds sums that are never stored
     let packed: &mut [u32] =
         bytemuck::try_cast_slice_mut(&mut blob.as_bytes_mut()[..size]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut rows = vec![0u8; 4 * n];
-    for kb in 0..blocks {
-        for (i, row) in rows.chunks_mut(n).enumerate() {
-            if kb * 4 + i < k {
-                im2col_row(x, g, x0, kb * 4 + i, bytemuck::cast_slice_mut(row));
+    // a plain 1×1 convolution's im2col rows are its input planes, read in place and shifted by
+    // −128 as they are interleaved; other shapes gather 4 rows at a time into `rows`
+    let pointwise = g.is_pointwise();
+    let flip = if pointwise { 0x8080_8080 } else { 0 };
+    SCRATCH_ROWS.with_borrow_mut(|rows| {
+        if rows.len() < 4 * n {
+            rows.resize(4 * n, 0);
+        }
+        for kb in 0..blocks {
+            let four: [&[u8]; 4] = if pointwise {
+                // a row past `k` meets zero weights: any plane will do
+                [0, 1, 2, 3].map(|i| {
+                    let c = (kb * 4 + i).min(k - 1);
+                    &x[c * n..(c + 1) * n]
+                })
             } else {
-                row.fill(0);
+                for (i, row) in rows.chunks_mut(n).take(4).enumerate() {
+                    if kb * 4 + i < k {
+                        im2col_row(x, g, x0, kb * 4 + i, bytemuck::cast_slice_mut(row));
+                    }
+                }
+                let (r0, rest) = rows.split_at(n);
+                let (r1, rest) = rest.split_at(n);
+                let (r2, rest) = rest.split_at(n);
+                [r0, r1, r2, &rest[..n]]
+            };
+            for (p, dst) in packed.chunks_mut(panel).enumerate() {
+                let n0 = p * r;
+                let width = r.min(n - n0);
+                let dst = &mut dst[kb * r..kb * r + width];
+                let rows = four.map(|row| &row[n0..n0 + width]);
+                match width {
+                    16 => interleave::<16>(rows, dst, flip),
+                    8 => interleave::<8>(rows, dst, flip),
+                    _ => interleave_any(rows, dst, flip),
+                }
             }
         }
-        let (r0, rest) = rows.split_at(n);
-        let (r1, rest) = rest.split_at(n);
-        let (r2, r3) = rest.split_at(n);
-        for (p, dst) in packed.chunks_mut(panel).enumerate() {
-            let n0 = p * r;
-            let width = r.min(n - n0);
-            let dst = &mut dst[kb * r..kb * r + width];
-            let rows = [&r0[n0..n0 + width], &r1[n0..n0 + width], &r2[n0..n0 + width], &r3[n0..n0 + width]];
-            match width {
-                16 => interleave::<16>(rows, dst),
-                8 => interleave::<8>(rows, dst),
-                _ => interleave_any(rows, dst),
-            }
-        }
-    }
+    });
     Ok(panel * 4)
 }
 
-/// `dst[j] = [a[j], b[j], c[j], d[j]]` as bytes; a fixed width lets the compiler turn it into
-/// byte shuffles.
+thread_local! {
+    /// im2col rows for [`pack_i8k4`], kept from call to call
+    static SCRATCH_ROWS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `dst[j] = [a[j], b[j], c[j], d[j]] ^ flip` as bytes; a fixed width lets the compiler turn
+/// it into byte shuffles.
 #[inline(always)]
-fn interleave<const R: usize>(rows: [&[u8]; 4], dst: &mut [u32]) {
+fn interleave<const R: usize>(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
     let (Ok(a), Ok(b), Ok(c), Ok(d)) = (
         <&[u8; R]>::try_from(rows[0]),
         <&[u8; R]>::try_from(rows[1]),
         <&[u8; R]>::try_from(rows[2]),
         <&[u8; R]>::try_from(rows[3]),
     ) else {
-        return interleave_any(rows, dst);
+        return interleave_any(rows, dst, flip);
     };
     let Some(dst) = dst.first_chunk_mut::<R>() else { return };
     for j in 0..R {
-        dst[j] = a[j] as u32 | (b[j] as u32) << 8 | (c[j] as u32) << 16 | (d[j] as u32) << 24;
+        dst[j] = (a[j] as u32 | (b[j] as u32) << 8 | (c[j] as u32) << 16 | (d[j] as u32) << 24) ^ flip;
     }
 }
 
-fn interleave_any(rows: [&[u8]; 4], dst: &mut [u32]) {
+fn interleave_any(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
     for (j, d) in dst.iter_mut().enumerate() {
-        *d = u32::from_le_bytes([rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
+        *d = u32::from_le_bytes([rows[0][j], rows[1][j], rows[2][j], rows[3][j]]) ^ flip;
     }
 }
 

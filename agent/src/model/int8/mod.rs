@@ -12,6 +12,7 @@ pub mod qconv;
 pub mod qdq;
 pub mod qmatmul;
 pub mod rewrite;
+pub mod spatial;
 
 use std::path::Path;
 
@@ -45,6 +46,8 @@ pub fn onnx_model(path: &Path, exec: Int8Exec) -> TractResult<(InferenceModel, R
     onnx.op_register.insert(rewrite::OP, qconv::build);
     onnx.op_register.insert(qmatmul::OP, qmatmul::build);
     onnx.op_register.insert(crate::model::row_matmul::OP, crate::model::row_matmul::build);
+    onnx.op_register.insert(spatial::MAX_POOL, spatial::build_max_pool);
+    onnx.op_register.insert(spatial::RESIZE, spatial::build_resize);
     onnx.op_register.insert(qdq::QUANTIZE, qdq::build_quantize);
     onnx.op_register.insert(qdq::DEQUANTIZE, qdq::build_dequantize);
     Ok((onnx.model_for_proto_model(&proto)?, done))

@@ -7,6 +7,8 @@
 //! scales become one [`Requant`]. At run time the op does im2col (or nothing, 1×1), the
 //! integer product (or the direct depthwise loop) and the requantization.
 
+use std::sync::Mutex;
+
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
@@ -154,6 +156,7 @@ impl Expansion for QConvExpansion {
             taps: Arc::new(if depthwise { depthwise::depthwise_taps(&wv, g.cin, g.kh * g.kw) } else { vec![] }),
             packed,
             requant: Arc::new(Requant { mul, add, y0, alpha: self.0.alpha }),
+            sums: Default::default(),
         };
         model.wire_node(prefix, op, &inputs[..1])
     }
@@ -169,6 +172,9 @@ pub struct QConv {
     /// packed for the product kernel (absent for depthwise)
     packed: Option<PackedWeights>,
     requant: Arc<Requant>,
+    /// `[cout, n]` i32 buffers for the sums, one per inference running this op at that moment
+    /// (a fresh one per call cost its zeroing and page faults: measured, a tenth of NanoDet)
+    sums: Arc<Mutex<Vec<Tensor>>>,
 }
 
 impl PartialEq for QConv {
@@ -214,12 +220,22 @@ impl EvalOp for QConv {
             match &self.packed {
                 None => depthwise::depthwise(x, g, self.x0, &self.taps, &self.requant, out),
                 Some(packed) => {
-                    let mut acc = Tensor::zero::<i32>(&[g.cout, n])?;
+                    // the i32 sums' buffer is reused: every value is stored before it is read
+                    let pooled = self.sums.lock().map_err(|_| anyhow::anyhow!("sums pool poisoned"))?.pop();
+                    let mut acc = match pooled {
+                        Some(t) => t,
+                        None => Tensor::zero::<i32>(&[g.cout, n])?,
+                    };
                     packed.product(x, g, self.x0, &mut acc)?;
-                    let acc = acc.try_as_plain_ram()?;
-                    let acc = acc.as_slice::<i32>()?;
-                    for c in 0..g.cout {
-                        self.requant.channel(c, &acc[c * n..(c + 1) * n], &mut out[c * n..(c + 1) * n]);
+                    {
+                        let acc = acc.try_as_plain_ram()?;
+                        let acc = acc.as_slice::<i32>()?;
+                        for c in 0..g.cout {
+                            self.requant.channel(c, &acc[c * n..(c + 1) * n], &mut out[c * n..(c + 1) * n]);
+                        }
+                    }
+                    if let Ok(mut pool) = self.sums.lock() {
+                        pool.push(acc);
                     }
                 }
             }

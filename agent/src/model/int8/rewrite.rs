@@ -37,6 +37,8 @@ pub struct Rewritten {
     pub qdq: usize,
     /// float-activation matmuls against int8 weights now run by [`super::qmatmul`]
     pub matmuls: usize,
+    /// max poolings and resizes now done on u8 values by [`super::spatial`]
+    pub spatial: usize,
     /// quantized convolutions left in float, with the reason
     pub left: Vec<(String, String)>,
 }
@@ -303,6 +305,7 @@ pub fn rewrite(graph: &mut GraphProto) -> Rewritten {
         !replaced.contains(&(i - 1))
     });
     done.matmuls = super::qmatmul::rewrite(graph);
+    done.spatial = super::spatial::rewrite(graph);
     prune(graph);
     done.qdq = fast_qdq(graph);
     done
