@@ -16,8 +16,9 @@ use tract_linalg::mmm::{AsInputValue, EagerPackedInput, FusedSpec, MMMInputValue
 use tract_linalg::pack::PackedI8K4;
 
 use anyhow::{Context, ensure};
-use tract_onnx::prelude::Blob;
 use tract_onnx::prelude::*;
+
+use super::pack::{im2col_row, pack_i8k4, pack_nhwc, pack_rows_k4};
 
 /// Shape of one 2-D convolution, batch 1, NCHW.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,6 +115,8 @@ pub struct PackedWeights {
     a: Arc<Box<dyn MMMInputValue>>,
     m: usize,
     k: usize,
+    /// a convolution's K axis ordered tap by tap, channels within (see [`PackedWeights::conv`])
+    tap_major: bool,
 }
 
 /// Buffers for packed activations, shared by every convolution: one per inference running at
@@ -124,36 +127,31 @@ impl PackedWeights {
     /// `w` is the `[m, k]` i8 weight matrix; `n` the product's width when known, which the
     /// kernel choice uses (a wide tile only pays on wide products).
     pub fn new(w: &[i8], m: usize, k: usize, n: Option<usize>) -> TractResult<PackedWeights> {
-        let query = Query {
-            weight: i8::datum_type().into(),
-            activation: i8::datum_type(),
-            accumulators: tvec!(i32::datum_type()),
-            store: Some(i32::datum_type()),
-            allow_extractor: false,
-            m: Some(m),
-            k: Some(k),
-            n,
-        };
-        let dispatch = MmmDispatch::native();
-        // AMX multiplies 64 bytes of K at a time: a shallower product pays for padding and
-        // tile setup (measured: a 16-deep 1x1 convolution of EfficientNet at 2.3 GMAC/s on the
-        // AMX 8x8 kernel); there the best of the other kernels does the work
-        let shallow = (k < 64)
-            .then(|| {
-                let mut others: Vec<_> =
-                    dispatch.suitable(&query).into_iter().filter(|s| !s.0.name().contains("amx")).collect();
-                others.sort_by_key(|s| std::cmp::Reverse(s.0.mr() * s.0.nr()));
-                others.into_iter().next()
-            })
-            .flatten();
-        let (mmm, packing, extractor) = match shallow {
-            Some(s) => s,
-            None => dispatch.pick(&query).context("no i8 x i8 -> i32 product kernel on this core")?,
-        };
-        ensure!(extractor.is_none(), "the picked kernel needs a panel extractor");
+        let (mmm, packing) = pick(m, k, n)?;
         let w = Tensor::from_shape(&[m, k], w)?;
         let a = mmm.packings()[packing].0.prepare_one(&w, 1, 0)?;
-        Ok(PackedWeights { mmm, packing, a: Arc::new(a), m, k })
+        Ok(PackedWeights { mmm, packing, a: Arc::new(a), m, k, tap_major: false })
+    }
+
+    /// The weights `[cout, cin, kh, kw]` of a convolution of geometry `g`. Where the kernel
+    /// takes K=4-interleaved panels and the channels come in fours, K is reordered tap-major
+    /// (`[cout, kh, kw, cin]`) so that [`pack_nhwc`] can fill the panels from a channels-last
+    /// copy of the input, 4 channels to a word (measured: im2col rows then interleaving were
+    /// two fifths of NanoDet's time).
+    pub fn conv(w: &[i8], g: &Geometry, n: Option<usize>) -> TractResult<PackedWeights> {
+        let (m, taps) = (g.cout, g.kh * g.kw);
+        let k = g.cin * taps;
+        ensure!(w.len() == m * k, "convolution weights of {} values, expected {}", w.len(), m * k);
+        let (mmm, packing) = pick(m, k, n)?;
+        let k4 = mmm.packings()[packing].1.downcast_ref::<PackedI8K4>().is_some();
+        let tap_major = k4 && g.cin % 4 == 0 && !g.is_pointwise();
+        let mut w = Tensor::from_shape(&[m, g.cin, taps], w)?;
+        if tap_major {
+            w = w.permute_axes(&[0, 2, 1])?;
+        }
+        let w = w.into_shape(&[m, k])?;
+        let a = mmm.packings()[packing].0.prepare_one(&w, 1, 0)?;
+        Ok(PackedWeights { mmm, packing, a: Arc::new(a), m, k, tap_major })
     }
 
     pub fn kernel_name(&self) -> &str {
@@ -193,6 +191,7 @@ impl PackedWeights {
         let b: &dyn MMMInputValue = match format.downcast_ref::<PackedI8K4>() {
             Some(k4) => {
                 let panel_bytes = match b {
+                    Activations::Im2col { x, g, x0 } if self.tap_major => pack_nhwc(k4, x, g, x0, &mut blob)?,
                     Activations::Im2col { x, g, x0 } => pack_i8k4(k4, x, g, x0, &mut blob)?,
                     Activations::Rows(rows) => pack_rows_k4(k4, rows, n, self.k, &mut blob)?,
                 };
@@ -249,183 +248,45 @@ impl PackedWeights {
     }
 }
 
+/// The best i8 × i8 → i32 kernel for an `m × k` by `k × n` product on this core, and its
+/// packing.
+fn pick(m: usize, k: usize, n: Option<usize>) -> TractResult<(Box<dyn MatMatMul>, usize)> {
+    let query = Query {
+        weight: i8::datum_type().into(),
+        activation: i8::datum_type(),
+        accumulators: tvec!(i32::datum_type()),
+        store: Some(i32::datum_type()),
+        allow_extractor: false,
+        m: Some(m),
+        k: Some(k),
+        n,
+    };
+    let dispatch = MmmDispatch::native();
+    // AMX multiplies 64 bytes of K at a time: a shallower product pays for padding and
+    // tile setup (measured: a 16-deep 1x1 convolution of EfficientNet at 2.3 GMAC/s on the
+    // AMX 8x8 kernel); there the best of the other kernels does the work
+    let shallow = (k < 64)
+        .then(|| {
+            let mut others: Vec<_> =
+                dispatch.suitable(&query).into_iter().filter(|s| !s.0.name().contains("amx")).collect();
+            others.sort_by_key(|s| std::cmp::Reverse(s.0.mr() * s.0.nr()));
+            others.into_iter().next()
+        })
+        .flatten();
+    let (mmm, packing, extractor) = match shallow {
+        Some(s) => s,
+        None => dispatch.pick(&query).context("no i8 x i8 -> i32 product kernel on this core")?,
+    };
+    ensure!(extractor.is_none(), "the picked kernel needs a panel extractor");
+    Ok((mmm, packing))
+}
+
 /// The right-hand operand of a product, before packing.
 enum Activations<'a> {
     /// the im2col matrix of a u8 activation map, `[k, n]`
     Im2col { x: &'a [u8], g: &'a Geometry, x0: u8 },
     /// quantized rows, `[n, k]`
     Rows(&'a [i8]),
-}
-
-/// A buffer of at least `size` bytes (plus the slack AMX kernels read past the end), aligned
-/// for `format`, reused when `blob` already is one.
-fn packing_buffer(format: &PackedI8K4, size: usize, blob: &mut Blob) -> TractResult<()> {
-    // AMX kernels step through K 64 bytes at a time: the last panel is read up to 60 rows past
-    // its end (against zero weights), so that much slack must be mapped after it
-    let slack = 64 * format.r;
-    if blob.as_bytes().len() < size + slack || blob.layout().align() < format.align {
-        *blob = Blob::from_bytes_alignment(&vec![0u8; size + slack], format.align)?;
-    }
-    Ok(())
-}
-
-/// `rows` (`[n, k]`, i8) packed into the K=4-interleaved layout: in each panel of `r` rows,
-/// per block of 4 along `k`, the 4 bytes of every row together, which is a plain u32 read of
-/// the row when `k` is a multiple of 4.
-fn pack_rows_k4(format: &PackedI8K4, rows: &[i8], n: usize, k: usize, blob: &mut Blob) -> TractResult<usize> {
-    let r = format.r;
-    let blocks = k.div_ceil(4);
-    let panel = blocks * r;
-    let size = n.div_ceil(r) * panel * 4;
-    packing_buffer(format, size, blob)?;
-    let packed: &mut [u32] =
-        bytemuck::try_cast_slice_mut(&mut blob.as_bytes_mut()[..size]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let rows: &[u8] = bytemuck::cast_slice(rows);
-    for (p, dst) in packed.chunks_mut(panel).enumerate() {
-        for (j, row) in rows.chunks(k).skip(p * r).take(r).enumerate() {
-            let (whole, tail) = row.split_at(k / 4 * 4);
-            for (kb, v) in whole.chunks_exact(4).enumerate() {
-                dst[kb * r + j] = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
-            }
-            if !tail.is_empty() {
-                let mut v = [0u8; 4];
-                v[..tail.len()].copy_from_slice(tail);
-                dst[(blocks - 1) * r + j] = u32::from_le_bytes(v);
-            }
-        }
-    }
-    Ok(panel * 4)
-}
-
-/// Writes row `k` (input channel, kernel row, kernel column) of the im2col matrix of `x`
-/// (u8, `[cin, h, w]`): for each output position, the input value under that tap, shifted
-/// by −128; padding reads as the zero point `x0`, i.e. as a real 0.
-pub fn im2col_row(x: &[u8], g: &Geometry, x0: u8, k: usize, dst: &mut [i8]) {
-    let (ho, wo) = g.out_hw();
-    let pad = (x0 ^ 0x80) as i8;
-    let [pt, pl, ..] = g.pads;
-    let (c, ky, kx) = (k / (g.kh * g.kw), k / g.kw % g.kh, k % g.kw);
-    let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-    if g.is_pointwise() {
-        for (d, &v) in dst.iter_mut().zip(plane) {
-            *d = (v ^ 0x80) as i8;
-        }
-        return;
-    }
-    let s = g.stride.1;
-    // the outputs whose input column ox·s + kx − pl lies inside the row
-    let lo = pl.saturating_sub(kx).div_ceil(s).min(wo);
-    let hi = (g.w + pl).saturating_sub(kx).div_ceil(s).clamp(lo, wo);
-    for oy in 0..ho {
-        let d = &mut dst[oy * wo..(oy + 1) * wo];
-        let iy = (oy * g.stride.0 + ky) as isize - pt as isize;
-        if iy < 0 || iy >= g.h as isize {
-            d.fill(pad);
-            continue;
-        }
-        let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-        d[..lo].fill(pad);
-        d[hi..].fill(pad);
-        let first = lo * s + kx - pl;
-        if s == 1 {
-            for (o, &v) in d[lo..hi].iter_mut().zip(&src[first..first + hi - lo]) {
-                *o = (v ^ 0x80) as i8;
-            }
-        } else {
-            for (o, &v) in d[lo..hi].iter_mut().zip(src[first..].iter().step_by(s)) {
-                *o = (v ^ 0x80) as i8;
-            }
-        }
-    }
-}
-
-/// The im2col matrix of `x`, packed straight into the K=4-interleaved layout of the VNNI and
-/// AMX kernels: panels of `r` columns, each holding, per block of 4 rows, the 4 bytes of every
-/// column together (rows past `k` zero). Four im2col rows are made at a time and interleaved
-/// as one u32 per column, into `blob` (reused from call to call: a fresh multi-megabyte
-/// buffer per call costs its page faults every time). tract-linalg's own packer for this
-/// layout goes byte by byte with strided reads; through it, packing was most of a
-/// convolution's time (measured on NanoDet: about 70 of 100 ms per inference).
-fn pack_i8k4(format: &PackedI8K4, x: &[u8], g: &Geometry, x0: u8, blob: &mut Blob) -> TractResult<usize> {
-    let (ho, wo) = g.out_hw();
-    let (n, k, r) = (ho * wo, g.cin * g.kh * g.kw, format.r);
-    let blocks = k.div_ceil(4);
-    let panel = blocks * r; // in u32 words
-    let size = n.div_ceil(r) * panel * 4;
-    packing_buffer(format, size, blob)?;
-    // what lies past `size`, and in the last panel's columns past `n`, may be left from an
-    // earlier use: it only meets zero weights or feeds sums that are never stored
-    let packed: &mut [u32] =
-        bytemuck::try_cast_slice_mut(&mut blob.as_bytes_mut()[..size]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // a plain 1×1 convolution's im2col rows are its input planes, read in place and shifted by
-    // −128 as they are interleaved; other shapes gather 4 rows at a time into `rows`
-    let pointwise = g.is_pointwise();
-    let flip = if pointwise { 0x8080_8080 } else { 0 };
-    SCRATCH_ROWS.with_borrow_mut(|rows| {
-        if rows.len() < 4 * n {
-            rows.resize(4 * n, 0);
-        }
-        for kb in 0..blocks {
-            let four: [&[u8]; 4] = if pointwise {
-                // a row past `k` meets zero weights: any plane will do
-                [0, 1, 2, 3].map(|i| {
-                    let c = (kb * 4 + i).min(k - 1);
-                    &x[c * n..(c + 1) * n]
-                })
-            } else {
-                for (i, row) in rows.chunks_mut(n).take(4).enumerate() {
-                    if kb * 4 + i < k {
-                        im2col_row(x, g, x0, kb * 4 + i, bytemuck::cast_slice_mut(row));
-                    }
-                }
-                let (r0, rest) = rows.split_at(n);
-                let (r1, rest) = rest.split_at(n);
-                let (r2, rest) = rest.split_at(n);
-                [r0, r1, r2, &rest[..n]]
-            };
-            for (p, dst) in packed.chunks_mut(panel).enumerate() {
-                let n0 = p * r;
-                let width = r.min(n - n0);
-                let dst = &mut dst[kb * r..kb * r + width];
-                let rows = four.map(|row| &row[n0..n0 + width]);
-                match width {
-                    16 => interleave::<16>(rows, dst, flip),
-                    8 => interleave::<8>(rows, dst, flip),
-                    _ => interleave_any(rows, dst, flip),
-                }
-            }
-        }
-    });
-    Ok(panel * 4)
-}
-
-thread_local! {
-    /// im2col rows for [`pack_i8k4`], kept from call to call
-    static SCRATCH_ROWS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// `dst[j] = [a[j], b[j], c[j], d[j]] ^ flip` as bytes; a fixed width lets the compiler turn
-/// it into byte shuffles.
-#[inline(always)]
-fn interleave<const R: usize>(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
-    let (Ok(a), Ok(b), Ok(c), Ok(d)) = (
-        <&[u8; R]>::try_from(rows[0]),
-        <&[u8; R]>::try_from(rows[1]),
-        <&[u8; R]>::try_from(rows[2]),
-        <&[u8; R]>::try_from(rows[3]),
-    ) else {
-        return interleave_any(rows, dst, flip);
-    };
-    let Some(dst) = dst.first_chunk_mut::<R>() else { return };
-    for j in 0..R {
-        dst[j] = (a[j] as u32 | (b[j] as u32) << 8 | (c[j] as u32) << 16 | (d[j] as u32) << 24) ^ flip;
-    }
-}
-
-fn interleave_any(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
-    for (j, d) in dst.iter_mut().enumerate() {
-        *d = u32::from_le_bytes([rows[0][j], rows[1][j], rows[2][j], rows[3][j]]) ^ flip;
-    }
 }
 
 #[cfg(test)]
@@ -481,18 +342,23 @@ pub(super) mod tests {
             g(5, 8, 6, 17, 3, 1, [1, 1, 1, 1]),
             g(4, 10, 9, 4, 5, 2, [1, 1, 2, 2]),
             g(6, 6, 6, 6, 3, 1, [0, 0, 1, 1]),
+            // channels in fours: packed channels-last where the kernel takes K=4 panels
+            g(8, 9, 7, 20, 3, 1, [1, 1, 1, 1]),
+            g(12, 11, 13, 16, 3, 2, [1, 1, 0, 0]),
+            g(32, 6, 5, 8, 3, 1, [1, 1, 1, 1]),
         ]
     }
 
     #[test]
     fn product_through_im2col_equals_the_direct_sum() -> TractResult<()> {
+        let mut tap_major = 0;
         for (i, g) in geometries().into_iter().enumerate() {
             let x = data(g.cin * g.h * g.w, i as u32);
             let w: Vec<i8> = data(g.cout * g.cin * g.kh * g.kw, 100 + i as u32).iter().map(|&v| v as i8).collect();
-            let x0 = 3 + 40 * i as u8;
+            let x0 = ((3 + 40 * i) % 251) as u8;
             let (ho, wo) = g.out_hw();
             let k = g.cin * g.kh * g.kw;
-            let packed = PackedWeights::new(&w, g.cout, k, Some(ho * wo))?;
+            let packed = PackedWeights::conv(&w, &g, Some(ho * wo))?;
             let mut c = Tensor::zero::<i32>(&[g.cout, ho * wo])?;
             packed.product(&x, &g, x0, &mut c)?;
             // the −128 shift comes back as (128 - x0) · Σw per row
@@ -505,7 +371,14 @@ pub(super) mod tests {
                     row.iter().map(move |&v| v + (128 - x0 as i32) * sum).collect::<Vec<_>>()
                 })
                 .collect();
-            assert_eq!(got, reference(&x, &g, x0, &w, false), "geometry {g:?} on {}", packed.kernel_name());
+            let how = format!("{} {}", packed.kernel_name(), if packed.tap_major { "tap-major" } else { "im2col" });
+            assert_eq!(got, reference(&x, &g, x0, &w, false), "geometry {g:?} on {how}");
+            tap_major += packed.tap_major as usize;
+        }
+        // where the VNNI/AMX kernels are, the channels-last packing was the one tested
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512vnni") {
+            assert_eq!(tap_major, 4);
         }
         Ok(())
     }

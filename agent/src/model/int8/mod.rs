@@ -8,6 +8,7 @@
 
 pub mod depthwise;
 pub mod kernels;
+pub mod pack;
 pub mod qconv;
 pub mod qdq;
 pub mod qmatmul;

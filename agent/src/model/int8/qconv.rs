@@ -149,7 +149,7 @@ impl Expansion for QConvExpansion {
             add.push(bias_q + shift);
         }
         let (ho, wo) = g.out_hw();
-        let packed = if depthwise { None } else { Some(PackedWeights::new(&wv, g.cout, k, Some(ho * wo))?) };
+        let packed = if depthwise { None } else { Some(PackedWeights::conv(&wv, &g, Some(ho * wo))?) };
         let op = QConv {
             g,
             x0: x0 as u8,

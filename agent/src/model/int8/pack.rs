@@ -1,0 +1,255 @@
+//! Activations packed for the integer product kernels: the K=4-interleaved panels of the
+//! VNNI and AMX kernels written directly (from an im2col of NCHW planes, from a padded
+//! channels-last copy of the input, or from rows already quantized), and the plain im2col rows
+//! other kernels' own packers take.
+
+use anyhow::ensure;
+use tract_linalg::pack::PackedI8K4;
+use tract_onnx::prelude::Blob;
+use tract_onnx::prelude::*;
+
+use super::kernels::Geometry;
+
+/// A buffer of at least `size` bytes (plus the slack AMX kernels read past the end), aligned
+/// for `format`, reused when `blob` already is one.
+pub(super) fn packing_buffer(format: &PackedI8K4, size: usize, blob: &mut Blob) -> TractResult<()> {
+    // AMX kernels step through K 64 bytes at a time: the last panel is read up to 60 rows past
+    // its end (against zero weights), so that much slack must be mapped after it
+    let slack = 64 * format.r;
+    if blob.as_bytes().len() < size + slack || blob.layout().align() < format.align {
+        *blob = Blob::from_bytes_alignment(&vec![0u8; size + slack], format.align)?;
+    }
+    Ok(())
+}
+
+/// `rows` (`[n, k]`, i8) packed into the K=4-interleaved layout: in each panel of `r` rows,
+/// per block of 4 along `k`, the 4 bytes of every row together, which is a plain u32 read of
+/// the row when `k` is a multiple of 4.
+pub(super) fn pack_rows_k4(
+    format: &PackedI8K4,
+    rows: &[i8],
+    n: usize,
+    k: usize,
+    blob: &mut Blob,
+) -> TractResult<usize> {
+    let r = format.r;
+    let blocks = k.div_ceil(4);
+    let panel = blocks * r;
+    let size = n.div_ceil(r) * panel * 4;
+    packing_buffer(format, size, blob)?;
+    let packed: &mut [u32] =
+        bytemuck::try_cast_slice_mut(&mut blob.as_bytes_mut()[..size]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rows: &[u8] = bytemuck::cast_slice(rows);
+    for (p, dst) in packed.chunks_mut(panel).enumerate() {
+        for (j, row) in rows.chunks(k).skip(p * r).take(r).enumerate() {
+            let (whole, tail) = row.split_at(k / 4 * 4);
+            for (kb, v) in whole.chunks_exact(4).enumerate() {
+                dst[kb * r + j] = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+            }
+            if !tail.is_empty() {
+                let mut v = [0u8; 4];
+                v[..tail.len()].copy_from_slice(tail);
+                dst[(blocks - 1) * r + j] = u32::from_le_bytes(v);
+            }
+        }
+    }
+    Ok(panel * 4)
+}
+
+/// Writes row `k` (input channel, kernel row, kernel column) of the im2col matrix of `x`
+/// (u8, `[cin, h, w]`): for each output position, the input value under that tap, shifted
+/// by −128; padding reads as the zero point `x0`, i.e. as a real 0.
+pub fn im2col_row(x: &[u8], g: &Geometry, x0: u8, k: usize, dst: &mut [i8]) {
+    let (ho, wo) = g.out_hw();
+    let pad = (x0 ^ 0x80) as i8;
+    let [pt, pl, ..] = g.pads;
+    let (c, ky, kx) = (k / (g.kh * g.kw), k / g.kw % g.kh, k % g.kw);
+    let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+    if g.is_pointwise() {
+        for (d, &v) in dst.iter_mut().zip(plane) {
+            *d = (v ^ 0x80) as i8;
+        }
+        return;
+    }
+    let s = g.stride.1;
+    // the outputs whose input column ox·s + kx − pl lies inside the row
+    let lo = pl.saturating_sub(kx).div_ceil(s).min(wo);
+    let hi = (g.w + pl).saturating_sub(kx).div_ceil(s).clamp(lo, wo);
+    for oy in 0..ho {
+        let d = &mut dst[oy * wo..(oy + 1) * wo];
+        let iy = (oy * g.stride.0 + ky) as isize - pt as isize;
+        if iy < 0 || iy >= g.h as isize {
+            d.fill(pad);
+            continue;
+        }
+        let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+        d[..lo].fill(pad);
+        d[hi..].fill(pad);
+        let first = lo * s + kx - pl;
+        if s == 1 {
+            for (o, &v) in d[lo..hi].iter_mut().zip(&src[first..first + hi - lo]) {
+                *o = (v ^ 0x80) as i8;
+            }
+        } else {
+            for (o, &v) in d[lo..hi].iter_mut().zip(src[first..].iter().step_by(s)) {
+                *o = (v ^ 0x80) as i8;
+            }
+        }
+    }
+}
+
+/// The im2col matrix of `x`, packed straight into the K=4-interleaved layout of the VNNI and
+/// AMX kernels: panels of `r` columns, each holding, per block of 4 rows, the 4 bytes of every
+/// column together (rows past `k` zero). Four im2col rows are made at a time and interleaved
+/// as one u32 per column, into `blob` (reused from call to call: a fresh multi-megabyte
+/// buffer per call costs its page faults every time). tract-linalg's own packer for this
+/// layout goes byte by byte with strided reads; through it, packing was most of a
+/// convolution's time (measured on NanoDet: about 70 of 100 ms per inference).
+pub(super) fn pack_i8k4(format: &PackedI8K4, x: &[u8], g: &Geometry, x0: u8, blob: &mut Blob) -> TractResult<usize> {
+    let (ho, wo) = g.out_hw();
+    let (n, k, r) = (ho * wo, g.cin * g.kh * g.kw, format.r);
+    let blocks = k.div_ceil(4);
+    let panel = blocks * r; // in u32 words
+    let size = n.div_ceil(r) * panel * 4;
+    packing_buffer(format, size, blob)?;
+    // what lies past `size`, and in the last panel's columns past `n`, may be left from an
+    // earlier use: it only meets zero weights or feeds sums that are never stored
+    let packed: &mut [u32] =
+        bytemuck::try_cast_slice_mut(&mut blob.as_bytes_mut()[..size]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // a plain 1×1 convolution's im2col rows are its input planes, read in place and shifted by
+    // −128 as they are interleaved; other shapes gather 4 rows at a time into `rows`
+    let pointwise = g.is_pointwise();
+    let flip = if pointwise { 0x8080_8080 } else { 0 };
+    SCRATCH_ROWS.with_borrow_mut(|rows| {
+        if rows.len() < 4 * n {
+            rows.resize(4 * n, 0);
+        }
+        for kb in 0..blocks {
+            let four: [&[u8]; 4] = if pointwise {
+                // a row past `k` meets zero weights: any plane will do
+                [0, 1, 2, 3].map(|i| {
+                    let c = (kb * 4 + i).min(k - 1);
+                    &x[c * n..(c + 1) * n]
+                })
+            } else {
+                for (i, row) in rows.chunks_mut(n).take(4).enumerate() {
+                    if kb * 4 + i < k {
+                        im2col_row(x, g, x0, kb * 4 + i, bytemuck::cast_slice_mut(row));
+                    }
+                }
+                let (r0, rest) = rows.split_at(n);
+                let (r1, rest) = rest.split_at(n);
+                let (r2, rest) = rest.split_at(n);
+                [r0, r1, r2, &rest[..n]]
+            };
+            for (p, dst) in packed.chunks_mut(panel).enumerate() {
+                let n0 = p * r;
+                let width = r.min(n - n0);
+                let dst = &mut dst[kb * r..kb * r + width];
+                let rows = four.map(|row| &row[n0..n0 + width]);
+                match width {
+                    16 => interleave::<16>(rows, dst, flip),
+                    8 => interleave::<8>(rows, dst, flip),
+                    _ => interleave_any(rows, dst, flip),
+                }
+            }
+        }
+    });
+    Ok(panel * 4)
+}
+
+thread_local! {
+    /// im2col rows for [`pack_i8k4`], kept from call to call
+    static SCRATCH_ROWS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `dst[j] = [a[j], b[j], c[j], d[j]] ^ flip` as bytes; a fixed width lets the compiler turn
+/// it into byte shuffles.
+#[inline(always)]
+fn interleave<const R: usize>(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
+    let (Ok(a), Ok(b), Ok(c), Ok(d)) = (
+        <&[u8; R]>::try_from(rows[0]),
+        <&[u8; R]>::try_from(rows[1]),
+        <&[u8; R]>::try_from(rows[2]),
+        <&[u8; R]>::try_from(rows[3]),
+    ) else {
+        return interleave_any(rows, dst, flip);
+    };
+    let Some(dst) = dst.first_chunk_mut::<R>() else { return };
+    for j in 0..R {
+        dst[j] = (a[j] as u32 | (b[j] as u32) << 8 | (c[j] as u32) << 16 | (d[j] as u32) << 24) ^ flip;
+    }
+}
+
+fn interleave_any(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
+    for (j, d) in dst.iter_mut().enumerate() {
+        *d = u32::from_le_bytes([rows[0][j], rows[1][j], rows[2][j], rows[3][j]]) ^ flip;
+    }
+}
+
+/// The im2col matrix of `x` in tap-major order (row `k` is channel `k % cin` under tap
+/// `k / cin`; the weights are packed in the same order, see
+/// [`super::kernels::PackedWeights::conv`]), packed into the K=4-interleaved layout from a
+/// zero-padded channels-last copy of the input. Every 4 channels of one pixel are one u32
+/// there, so each word of a panel is a single copy: no im2col rows in between, no bounds
+/// checks (the padding is in the copy). Needs `cin % 4 == 0`.
+pub(super) fn pack_nhwc(format: &PackedI8K4, x: &[u8], g: &Geometry, x0: u8, blob: &mut Blob) -> TractResult<usize> {
+    ensure!(g.cin % 4 == 0, "channels-last packing needs a multiple of 4 channels");
+    let (ho, wo) = g.out_hw();
+    let (n, r, c4) = (ho * wo, format.r, g.cin / 4);
+    let taps = g.kh * g.kw;
+    let panel = taps * c4 * r; // in u32 words
+    let size = n.div_ceil(r) * panel * 4;
+    packing_buffer(format, size, blob)?;
+    let packed: &mut [u32] =
+        bytemuck::try_cast_slice_mut(&mut blob.as_bytes_mut()[..size]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let [pt, pl, pb, pr] = g.pads;
+    let (hp, wp) = (g.h + pt + pb, g.w + pl + pr);
+    // padding reads as the zero point, shifted like every other value
+    let pad = u32::from_ne_bytes([x0 ^ 0x80; 4]);
+    SCRATCH_IMAGE.with_borrow_mut(|image| {
+        if image.len() < hp * wp * c4 {
+            image.resize(hp * wp * c4, 0);
+        }
+        let image = &mut image[..hp * wp * c4];
+        image[..pt * wp * c4].fill(pad);
+        image[(pt + g.h) * wp * c4..].fill(pad);
+        let plane = g.h * g.w;
+        for y in 0..g.h {
+            let line = &mut image[(y + pt) * wp * c4..(y + pt + 1) * wp * c4];
+            line[..pl * c4].fill(pad);
+            line[(pl + g.w) * c4..].fill(pad);
+            let line = &mut line[pl * c4..(pl + g.w) * c4];
+            for cb in 0..c4 {
+                let row = |i: usize| &x[(4 * cb + i) * plane + y * g.w..(4 * cb + i) * plane + (y + 1) * g.w];
+                let (a, b, c, d) = (row(0), row(1), row(2), row(3));
+                for (j, word) in line[cb..].iter_mut().step_by(c4).enumerate().take(g.w) {
+                    *word = u32::from_le_bytes([a[j], b[j], c[j], d[j]]) ^ 0x8080_8080;
+                }
+            }
+        }
+        let image = &*image;
+        let (sy, sx) = g.stride;
+        for (p, dst) in packed.chunks_mut(panel).enumerate() {
+            let n0 = p * r;
+            for j in 0..r.min(n - n0) {
+                let (oy, ox) = ((n0 + j) / wo, (n0 + j) % wo);
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let at = ((oy * sy + ky) * wp + ox * sx + kx) * c4;
+                        let t = ky * g.kw + kx;
+                        for (cb, &v) in image[at..at + c4].iter().enumerate() {
+                            dst[(t * c4 + cb) * r + j] = v;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(panel * 4)
+}
+
+thread_local! {
+    /// the padded channels-last copy [`pack_nhwc`] reads, kept from call to call
+    static SCRATCH_IMAGE: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
