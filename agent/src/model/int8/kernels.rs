@@ -144,7 +144,7 @@ impl PackedWeights {
         ensure!(w.len() == m * k, "convolution weights of {} values, expected {}", w.len(), m * k);
         let (mmm, packing) = pick(m, k, n)?;
         let k4 = mmm.packings()[packing].1.downcast_ref::<PackedI8K4>().is_some();
-        let tap_major = k4 && g.cin % 4 == 0 && !g.is_pointwise();
+        let tap_major = k4 && g.cin.is_multiple_of(4) && !g.is_pointwise();
         let mut w = Tensor::from_shape(&[m, g.cin, taps], w)?;
         if tap_major {
             w = w.permute_axes(&[0, 2, 1])?;

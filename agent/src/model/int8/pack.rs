@@ -194,7 +194,7 @@ fn interleave_any(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
 /// there, so each word of a panel is a single copy: no im2col rows in between, no bounds
 /// checks (the padding is in the copy). Needs `cin % 4 == 0`.
 pub(super) fn pack_nhwc(format: &PackedI8K4, x: &[u8], g: &Geometry, x0: u8, blob: &mut Blob) -> TractResult<usize> {
-    ensure!(g.cin % 4 == 0, "channels-last packing needs a multiple of 4 channels");
+    ensure!(g.cin.is_multiple_of(4), "channels-last packing needs a multiple of 4 channels");
     let (ho, wo) = g.out_hw();
     let (n, r, c4) = (ho * wo, format.r, g.cin / 4);
     let taps = g.kh * g.kw;
@@ -230,17 +230,20 @@ pub(super) fn pack_nhwc(format: &PackedI8K4, x: &[u8], g: &Geometry, x0: u8, blo
         }
         let image = &*image;
         let (sy, sx) = g.stride;
+        // where each tap reads, relative to the window's corner
+        let offsets: Vec<usize> = (0..taps).map(|t| (t / g.kw * wp + t % g.kw) * c4).collect();
         for (p, dst) in packed.chunks_mut(panel).enumerate() {
             let n0 = p * r;
             for j in 0..r.min(n - n0) {
                 let (oy, ox) = ((n0 + j) / wo, (n0 + j) % wo);
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
-                        let at = ((oy * sy + ky) * wp + ox * sx + kx) * c4;
-                        let t = ky * g.kw + kx;
-                        for (cb, &v) in image[at..at + c4].iter().enumerate() {
-                            dst[(t * c4 + cb) * r + j] = v;
-                        }
+                let corner = (oy * sy * wp + ox * sx) * c4;
+                // output j's words sit every r words of the panel, tap after tap, 4 channels
+                // to a word: one strided run through the whole panel
+                let mut column = dst[j..].iter_mut().step_by(r);
+                for &off in &offsets {
+                    // the source first: zip stops on it without taking a word of the column
+                    for (&v, d) in image[corner + off..corner + off + c4].iter().zip(column.by_ref()) {
+                        *d = v;
                     }
                 }
             }
