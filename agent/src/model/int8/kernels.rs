@@ -64,16 +64,27 @@ pub struct Requant {
 const ROUND: f32 = 12_582_912.0;
 
 impl Requant {
-    /// Requantizes one exact sum (as f32) of output channel `c`.
-    #[inline]
+    /// Requantizes one exact sum (as f32) of each channel from `c0` on into `out`.
     #[allow(clippy::manual_clamp)] // as in `channel`
-    pub fn one(&self, c: usize, acc: f32) -> u8 {
-        let s = acc * self.mul[c] + self.add[c] as f32 * self.mul[c];
-        let s = match self.alpha {
-            Some(alpha) => s.max(s * alpha),
-            None => s,
-        };
-        ((s + self.y0).max(0.0).min(255.0) + ROUND).to_bits() as u8
+    pub fn across(&self, c0: usize, sums: &[f32], out: &mut [u8]) {
+        let mul = &self.mul[c0..c0 + sums.len()];
+        let add = &self.add[c0..c0 + sums.len()];
+        let y0 = self.y0;
+        match self.alpha {
+            None => {
+                for (((o, &s), &m), &a) in out.iter_mut().zip(sums).zip(mul).zip(add) {
+                    let v = (s * m + a as f32 * m + y0).max(0.0).min(255.0);
+                    *o = (v + ROUND).to_bits() as u8;
+                }
+            }
+            Some(alpha) => {
+                for (((o, &s), &m), &a) in out.iter_mut().zip(sums).zip(mul).zip(add) {
+                    let s = s * m + a as f32 * m;
+                    let v = (s.max(s * alpha) + y0).max(0.0).min(255.0);
+                    *o = (v + ROUND).to_bits() as u8;
+                }
+            }
+        }
     }
 
     /// Requantizes the sums of output channel `c` into `out`.
