@@ -7,6 +7,7 @@ pub mod detector;
 pub mod embed;
 pub mod nms;
 pub mod preprocess;
+pub mod resize;
 pub mod tiling;
 
 use serde::{Deserialize, Serialize};

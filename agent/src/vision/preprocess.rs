@@ -4,12 +4,14 @@
 //! Letterbox: the region is scaled to fit the input while keeping its aspect ratio, centred,
 //! and the border is filled with the value 0 after normalisation (the mean colour). Centre
 //! crop: the centre square of `crop` times the shorter side is scaled to the input. Models were
-//! calibrated with exactly these rules (scripts/models/calibration.py, efficientnet.py).
+//! calibrated with exactly these rules (scripts/models/calibration.py, efficientnet.py), and
+//! the triangle filter of [`super::resize`].
 
 use image::{RgbImage, imageops};
 use tract_onnx::prelude::*;
 
 use super::BBox;
+use super::resize::resize_region;
 use crate::model::{ColorOrder, InputSpec, Layout};
 
 /// A rectangle of the source frame, in pixels.
@@ -50,11 +52,10 @@ pub fn letterbox(frame: &RgbImage, region: Region, spec: &InputSpec) -> (Tensor,
     let nw = ((region.w as f32 * scale).round() as u32).clamp(1, iw);
     let nh = ((region.h as f32 * scale).round() as u32).clamp(1, ih);
     let (x0, y0) = ((iw - nw) / 2, (ih - nh) / 2);
-    let view = imageops::crop_imm(frame, region.x, region.y, region.w, region.h);
     let resized = if (nw, nh) == (region.w, region.h) {
-        view.to_image()
+        imageops::crop_imm(frame, region.x, region.y, region.w, region.h).to_image()
     } else {
-        imageops::resize(&view.to_image(), nw, nh, imageops::FilterType::Triangle)
+        resize_region(frame, region, nw, nh)
     };
     let tensor = to_tensor(&resized, (x0, y0), spec);
     let transform =
@@ -67,8 +68,8 @@ pub fn letterbox(frame: &RgbImage, region: Region, spec: &InputSpec) -> (Tensor,
 pub fn center_crop(frame: &RgbImage, region: Region, spec: &InputSpec) -> Tensor {
     let side = ((region.w.min(region.h) as f32 * spec.crop.clamp(0.05, 1.0)).round() as u32).max(1);
     let (x, y) = (region.x + (region.w - side.min(region.w)) / 2, region.y + (region.h - side.min(region.h)) / 2);
-    let view = imageops::crop_imm(frame, x, y, side.min(region.w), side.min(region.h)).to_image();
-    let resized = imageops::resize(&view, spec.width, spec.height, imageops::FilterType::Triangle);
+    let square = Region { x, y, w: side.min(region.w), h: side.min(region.h) };
+    let resized = resize_region(frame, square, spec.width, spec.height);
     to_tensor(&resized, (0, 0), spec)
 }
 

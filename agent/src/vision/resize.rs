@@ -1,0 +1,113 @@
+//! Resizing a region of an RGB frame with a triangle filter (bilinear when enlarging, widened
+//! to the scale when shrinking, so every source pixel counts): the filter the image crate's
+//! `FilterType::Triangle` applies, which the models were calibrated with, computed the same
+//! way (vertical pass into floats, then horizontal, rounded once) but with the weights worked
+//! out once per row and column and loops the compiler vectorises, and reading the region in
+//! place instead of copying it first. Measured on NanoDet's letterbox of a 512×512 photo: the
+//! image crate's resize was a fifth of the agent's CPU time, as much as a third of inference.
+
+use image::RgbImage;
+
+use super::preprocess::Region;
+
+/// For each output coordinate, the first source coordinate it reads and the weights of that
+/// and the following ones (summing to 1).
+fn taps(src: usize, dst: usize) -> Vec<(usize, Vec<f32>)> {
+    let ratio = src as f32 / dst as f32;
+    let widen = ratio.max(1.0);
+    (0..dst)
+        .map(|o| {
+            let centre = (o as f32 + 0.5) * ratio;
+            let left = ((centre - widen).floor().max(0.0) as usize).min(src - 1);
+            let right = ((centre + widen).ceil() as usize).clamp(left + 1, src);
+            let mut w: Vec<f32> =
+                (left..right).map(|i| (1.0 - ((i as f32 - (centre - 0.5)) / widen).abs()).max(0.0)).collect();
+            let sum: f32 = w.iter().sum();
+            if sum > 0.0 {
+                w.iter_mut().for_each(|v| *v /= sum);
+            }
+            (left, w)
+        })
+        .collect()
+}
+
+/// `region` of `frame` resized to `width` × `height` (both at least 1; an empty region gives
+/// a black image).
+pub fn resize_region(frame: &RgbImage, region: Region, width: u32, height: u32) -> RgbImage {
+    let (rw, rh) =
+        (region.w.min(frame.width().saturating_sub(region.x)), region.h.min(frame.height().saturating_sub(region.y)));
+    let (w, h) = (width.max(1) as usize, height.max(1) as usize);
+    let mut out = RgbImage::new(w as u32, h as u32);
+    if rw == 0 || rh == 0 {
+        return out;
+    }
+    let (rw, rh) = (rw as usize, rh as usize);
+    let stride = frame.width() as usize * 3;
+    let pixels = frame.as_raw();
+    let row = |y: usize| {
+        let start = (region.y as usize + y) * stride + region.x as usize * 3;
+        &pixels[start..start + rw * 3]
+    };
+    // vertical: each output row a weighted sum of source rows, across the region's width
+    let mut tall = vec![0f32; h * rw * 3];
+    for (line, (top, weights)) in tall.chunks_exact_mut(rw * 3).zip(taps(rh, h)) {
+        for (i, &wt) in weights.iter().enumerate() {
+            for (acc, &v) in line.iter_mut().zip(row(top + i)) {
+                *acc += wt * v as f32;
+            }
+        }
+    }
+    // horizontal: each output pixel a weighted sum of the pixels of its row, rounded once
+    let columns = taps(rw, w);
+    for (line, dst) in tall.chunks_exact(rw * 3).zip(out.chunks_exact_mut(w * 3)) {
+        for ((left, weights), px) in columns.iter().zip(dst.chunks_exact_mut(3)) {
+            let mut rgb = [0f32; 3];
+            for (src, &wt) in line[left * 3..].chunks_exact(3).zip(weights) {
+                for (acc, &v) in rgb.iter_mut().zip(src) {
+                    *acc += wt * v;
+                }
+            }
+            for (p, v) in px.iter_mut().zip(rgb) {
+                // adding 1.5 · 2^23 rounds to the nearest integer, left in the low bits
+                *p = (v.clamp(0.0, 255.0) + 12_582_912.0).to_bits() as u8;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::imageops;
+
+    fn photo() -> RgbImage {
+        // a smooth gradient with a sharp edge and some texture
+        RgbImage::from_fn(97, 61, |x, y| {
+            let edge = if x > 40 { 200 } else { 30 };
+            image::Rgb([(x * 2) as u8, edge, ((x * y) % 251) as u8])
+        })
+    }
+
+    #[test]
+    fn matches_the_image_crates_triangle_filter_within_one_level() {
+        let frame = photo();
+        for (w, h) in [(40, 30), (150, 90), (97, 20), (13, 61)] {
+            let region = Region { x: 5, y: 3, w: 80, h: 50 };
+            let ours = resize_region(&frame, region, w, h);
+            let view = imageops::crop_imm(&frame, 5, 3, 80, 50).to_image();
+            let theirs = imageops::resize(&view, w, h, imageops::FilterType::Triangle);
+            let worst = ours.as_raw().iter().zip(theirs.as_raw()).map(|(a, b)| a.abs_diff(*b)).max();
+            assert!(worst <= Some(1), "{w}x{h}: off by {worst:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_or_clipped_region_does_not_panic() {
+        let frame = photo();
+        let out = resize_region(&frame, Region { x: 90, y: 50, w: 50, h: 50 }, 8, 8);
+        assert_eq!(out.dimensions(), (8, 8));
+        let out = resize_region(&frame, Region { x: 200, y: 0, w: 5, h: 5 }, 4, 4);
+        assert!(out.as_raw().iter().all(|&v| v == 0));
+    }
+}
