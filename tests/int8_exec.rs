@@ -128,6 +128,8 @@ fn whisper_projections_run_in_integers_close_to_float() {
     // output) = 24 projections, plus the output embedding reached through a Transpose
     let (step, decoder) = onnx_model(&dir.join("decoder.int8.onnx"), Int8Exec::Integer).unwrap();
     assert_eq!(decoder.matmuls, 25, "{decoder:?}");
+    // and its token embedding stays int8, gathered a row at a time
+    assert_eq!(decoder.gathers, 1, "{decoder:?}");
     // its one-token attention products (4 layers × self and cross × scores and values) are
     // streamed row updates, nothing packed per step
     let step = step.into_typed().unwrap();

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::tensor_proto::DataType;
-use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, attribute_proto::AttributeType};
+use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto::AttributeType};
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 use tract_onnx::tract_hir::internal::*;
 
@@ -80,6 +80,82 @@ pub fn rewrite(graph: &mut GraphProto) -> usize {
         !folded.contains(&(i - 1))
     });
     plans.len()
+}
+
+/// Rewrites each `Gather` (axis 0) of rows of per-row symmetric int8 weights behind a
+/// `DequantizeLinear` (a token embedding) into a gather of the int8 rows and of their scales,
+/// multiplied after: the table stays int8 in memory instead of being dequantized whole at load
+/// (Whisper's decoder: 80 MB of f32 for 20 MB of int8); returns how many.
+pub fn rewrite_gathers(graph: &mut GraphProto) -> usize {
+    let plans: Vec<(usize, Vec<NodeProto>, TensorProto)> = {
+        let ix = Index::new(graph);
+        graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.op_type == "Gather" && n.input.len() == 2 && attr(n, "axis").is_none_or(|a| a.i == 0))
+            .filter_map(|(i, n)| {
+                let dq = ix.made_by(&n.input[0], "DequantizeLinear")?;
+                let q = ix.init(&dq.input[0])?;
+                let scale = ix.init(dq.input.get(1)?)?;
+                let rows = *q.dims.first()?;
+                let per_row = scale.dims.iter().product::<i64>() == rows && attr(dq, "axis").is_some_and(|a| a.i == 0);
+                let zero = dq
+                    .input
+                    .get(2)
+                    .filter(|z| !z.is_empty())
+                    .is_none_or(|z| ix.tensor(z).and_then(|t| is_zero(&t)).unwrap_or(false));
+                if q.data_type != DataType::Int8 as i32 || q.dims.len() != 2 || !per_row || !zero {
+                    return None;
+                }
+                Some((i, gather_rows(n, &dq.input[0], &dq.input[1]), axes_minus_one(&n.name)))
+            })
+            .collect()
+    };
+    // replacing from the last, so the indices of the earlier ones still hold
+    for (i, nodes, axes) in plans.iter().rev() {
+        graph.node.splice(*i..*i + 1, nodes.iter().cloned());
+        graph.initializer.push(axes.clone());
+    }
+    plans.len()
+}
+
+/// `out = f32(Gather(q, idx)) · Unsqueeze(Gather(scale, idx), −1)` in place of `gather`.
+fn gather_rows(gather: &NodeProto, q: &str, scale: &str) -> Vec<NodeProto> {
+    let name = |suffix: &str| format!("{}.edge_{suffix}", gather.name);
+    let node = |op: &str, suffix: &str, input: Vec<String>, output: String, attribute: Vec<AttributeProto>| NodeProto {
+        name: name(suffix),
+        op_type: op.into(),
+        input,
+        output: vec![output],
+        attribute,
+        ..Default::default()
+    };
+    let idx = gather.input[1].clone();
+    let to_float = AttributeProto {
+        name: "to".into(),
+        r#type: AttributeType::Int as i32,
+        i: DataType::Float as i64,
+        ..Default::default()
+    };
+    vec![
+        node("Gather", "rows", vec![q.into(), idx.clone()], name("rows"), vec![]),
+        node("Cast", "rows_f32", vec![name("rows")], name("rows_f32"), vec![to_float]),
+        node("Gather", "scales", vec![scale.into(), idx], name("scales"), vec![]),
+        node("Unsqueeze", "scales_col", vec![name("scales"), name("axes")], name("scales_col"), vec![]),
+        node("Mul", "dequantized", vec![name("rows_f32"), name("scales_col")], gather.output[0].clone(), vec![]),
+    ]
+}
+
+/// The `[-1]` axes initializer of a gather's `Unsqueeze`.
+fn axes_minus_one(gather: &str) -> TensorProto {
+    TensorProto {
+        name: format!("{gather}.edge_axes"),
+        dims: vec![1],
+        data_type: DataType::Int64 as i32,
+        int64_data: vec![-1],
+        ..Default::default()
+    }
 }
 
 /// The `Add` of a constant float vector, one value per output column, that is the only reader

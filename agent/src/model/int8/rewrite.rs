@@ -37,6 +37,8 @@ pub struct Rewritten {
     pub qdq: usize,
     /// float-activation matmuls against int8 weights now run by [`super::qmatmul`]
     pub matmuls: usize,
+    /// gathers of int8 rows (token embeddings) kept int8 by [`super::qmatmul`]
+    pub gathers: usize,
     /// max poolings and resizes now done on u8 values by [`super::spatial`]
     pub spatial: usize,
     /// quantized convolutions left in float, with the reason
@@ -305,6 +307,7 @@ pub fn rewrite(graph: &mut GraphProto) -> Rewritten {
         !replaced.contains(&(i - 1))
     });
     done.matmuls = super::qmatmul::rewrite(graph);
+    done.gathers = super::qmatmul::rewrite_gathers(graph);
     done.spatial = super::spatial::rewrite(graph);
     prune(graph);
     done.qdq = fast_qdq(graph);
