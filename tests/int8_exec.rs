@@ -77,7 +77,7 @@ fn check(name: &str, convs: usize, depthwise: usize, folded: usize) -> Rewritten
     assert!(done.left.is_empty(), "{name}: quantized convolutions left in float: {:?}", done.left);
     let (err_int, err_fake) = (rel_rms(&int, &fp32), rel_rms(&fake, &fp32));
     let between = rel_rms(&int, &fake);
-    eprintln!("{name}: vs fp32, integer {err_int:.4}, as written {err_fake:.4}; between them {between:.4}");
+    eprintln!("{name}: vs fp32, integer {err_int:.4}, as written {err_fake:.4}; between them {between:.4}; {done:?}");
     // quantization error is the same order either way; integers must not add to it
     assert!(err_int <= err_fake * 1.25 + 0.005, "{name}: integer {err_int} vs as written {err_fake}");
     assert!(err_fake < 0.2, "{name}: the int8 model itself is off by {err_fake}");
@@ -87,18 +87,23 @@ fn check(name: &str, convs: usize, depthwise: usize, folded: usize) -> Rewritten
 #[test]
 fn nanodet_runs_in_integers_with_the_answers_of_the_quantized_graph() {
     let done = check("nanodet", 34, 0, 28);
-    // its max pooling and its 4 resizes (2 up, 2 down) run on the u8 values
-    assert_eq!(done.spatial, 5, "{done:?}");
+    // its max pooling and its 4 resizes (2 up, 2 down), its 12 concatenations and 4
+    // additions run on the u8 values
+    assert_eq!((done.spatial, done.joins), (5, 16), "{done:?}");
 }
 
 #[test]
 fn efficientnet_depthwise_convolutions_run_in_integers() {
-    check("efficientnet-lite0", 49, 16, 0);
+    let done = check("efficientnet-lite0", 49, 16, 0);
+    // the residual additions
+    assert_eq!(done.joins, 9, "{done:?}");
 }
 
 #[test]
 fn blazeface_runs_in_integers() {
-    check("blazeface", 33, 16, 0);
+    let done = check("blazeface", 33, 16, 0);
+    // max poolings, residual additions and the head's concatenations
+    assert_eq!((done.spatial, done.joins), (3, 27), "{done:?}");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! tract-linalg's integer kernels, so int8 is the faster variant, as on onnxruntime.
 
 pub mod depthwise;
+pub mod join;
 pub mod kernels;
 pub mod pack;
 pub mod qconv;
@@ -35,8 +36,16 @@ pub enum Int8Exec {
 /// matmuls when `exec` asks for integers (and marking one-row activation products for
 /// [`crate::model::row_matmul`]). A float model's arithmetic comes out unchanged.
 pub fn onnx_model(path: &Path, exec: Int8Exec) -> TractResult<(InferenceModel, Rewritten)> {
+    let proto = tract_onnx::onnx().proto_model_for_path(path)?;
+    onnx_proto_model(proto, exec)
+}
+
+/// [`onnx_model`] from a parsed ONNX model.
+pub fn onnx_proto_model(
+    mut proto: tract_onnx::pb::ModelProto,
+    exec: Int8Exec,
+) -> TractResult<(InferenceModel, Rewritten)> {
     let mut onnx = tract_onnx::onnx();
-    let mut proto = onnx.proto_model_for_path(path)?;
     let mut done = Rewritten::default();
     if exec == Int8Exec::Integer
         && let Some(graph) = proto.graph.as_mut()
@@ -47,6 +56,8 @@ pub fn onnx_model(path: &Path, exec: Int8Exec) -> TractResult<(InferenceModel, R
     onnx.op_register.insert(rewrite::OP, qconv::build);
     onnx.op_register.insert(qmatmul::OP, qmatmul::build);
     onnx.op_register.insert(crate::model::row_matmul::OP, crate::model::row_matmul::build);
+    onnx.op_register.insert(join::CONCAT, join::build_concat);
+    onnx.op_register.insert(join::ADD, join::build_add);
     onnx.op_register.insert(spatial::MAX_POOL, spatial::build_max_pool);
     onnx.op_register.insert(spatial::RESIZE, spatial::build_resize);
     onnx.op_register.insert(qdq::QUANTIZE, qdq::build_quantize);

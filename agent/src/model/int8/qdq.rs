@@ -85,6 +85,18 @@ pub struct Qdq {
 
 impl Eq for Qdq {}
 
+impl Qdq {
+    /// u8 → f32: `(q − zero_point) · scale`.
+    pub fn dequantize(scale: f32, zero_point: f32) -> Qdq {
+        Qdq { direction: Direction::Dequantize, scale, zero_point }
+    }
+
+    /// f32 → u8: `clamp(round(x / scale) + zero_point)`.
+    pub fn quantize(scale: f32, zero_point: f32) -> Qdq {
+        Qdq { direction: Direction::Quantize, scale, zero_point }
+    }
+}
+
 impl Op for Qdq {
     fn name(&self) -> StaticName {
         match self.direction {

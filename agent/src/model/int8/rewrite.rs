@@ -41,6 +41,8 @@ pub struct Rewritten {
     pub gathers: usize,
     /// max poolings and resizes now done on u8 values by [`super::spatial`]
     pub spatial: usize,
+    /// concatenations and additions now done on u8 values by [`super::join`]
+    pub joins: usize,
     /// quantized convolutions left in float, with the reason
     pub left: Vec<(String, String)>,
 }
@@ -309,6 +311,7 @@ pub fn rewrite(graph: &mut GraphProto) -> Rewritten {
     done.matmuls = super::qmatmul::rewrite(graph);
     done.gathers = super::qmatmul::rewrite_gathers(graph);
     done.spatial = super::spatial::rewrite(graph);
+    done.joins = super::join::rewrite(graph);
     prune(graph);
     done.qdq = fast_qdq(graph);
     done
