@@ -14,7 +14,7 @@ use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 use tract_onnx::tract_hir::internal::*;
 
 use super::qdq::Qdq;
-use super::rewrite::{Index, attr};
+use super::rewrite::{Index, attr, substitute};
 
 pub const CONCAT: &str = "EdgeConcatU8";
 pub const ADD: &str = "EdgeAddU8";
@@ -22,21 +22,7 @@ pub const ADD: &str = "EdgeAddU8";
 /// Replaces each `Concat`/`Add` whose inputs are all per-tensor u8 `DequantizeLinear`s and
 /// whose only reader is a per-tensor u8 `QuantizeLinear`; returns how many.
 pub fn rewrite(graph: &mut GraphProto) -> usize {
-    let plans: Vec<(usize, NodeProto, usize)> = {
-        let ix = Index::new(graph);
-        graph.node.iter().enumerate().filter_map(|(i, n)| plan(&ix, n).map(|(node, q)| (i, node, q))).collect()
-    };
-    let mut gone = std::collections::HashSet::new();
-    for (i, node, q) in &plans {
-        graph.node[*i] = node.clone();
-        gone.insert(*q);
-    }
-    let mut i = 0;
-    graph.node.retain(|_| {
-        i += 1;
-        !gone.contains(&(i - 1))
-    });
-    plans.len()
+    substitute(graph, plan)
 }
 
 /// One scale and u8 zero point, when `n` (a Q or DQ node) has them as initializers.

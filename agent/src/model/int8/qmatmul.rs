@@ -74,11 +74,7 @@ pub fn rewrite(graph: &mut GraphProto) -> usize {
             ..Default::default()
         };
     }
-    let mut i = 0;
-    graph.node.retain(|_| {
-        i += 1;
-        !folded.contains(&(i - 1))
-    });
+    super::rewrite::drop_nodes(graph, &folded);
     plans.len()
 }
 

@@ -303,11 +303,7 @@ pub fn rewrite(graph: &mut GraphProto) -> Rewritten {
         done.convs += 1;
         done.depthwise += p.depthwise as usize;
     }
-    let mut i = 0;
-    graph.node.retain(|_| {
-        i += 1;
-        !replaced.contains(&(i - 1))
-    });
+    drop_nodes(graph, &replaced);
     done.matmuls = super::qmatmul::rewrite(graph);
     done.gathers = super::qmatmul::rewrite_gathers(graph);
     done.spatial = super::spatial::rewrite(graph);
@@ -362,10 +358,34 @@ fn prune(graph: &mut GraphProto) {
         if dead.is_empty() {
             return;
         }
-        let mut i = 0;
-        graph.node.retain(|_| {
-            i += 1;
-            !dead.contains(&(i - 1))
-        });
+        drop_nodes(graph, &dead);
     }
+}
+
+/// Drops the nodes at `indices`.
+pub(super) fn drop_nodes(graph: &mut GraphProto, indices: &HashSet<usize>) {
+    let mut i = 0;
+    graph.node.retain(|_| {
+        i += 1;
+        !indices.contains(&(i - 1))
+    });
+}
+
+/// Puts the node `plan` makes in place of each node it takes, and drops the one node each
+/// replacement absorbs (the `QuantizeLinear` after it); returns how many were replaced.
+pub(super) fn substitute(
+    graph: &mut GraphProto,
+    plan: impl Fn(&Index, &NodeProto) -> Option<(NodeProto, usize)>,
+) -> usize {
+    let plans: Vec<(usize, NodeProto, usize)> = {
+        let ix = Index::new(graph);
+        graph.node.iter().enumerate().filter_map(|(i, n)| plan(&ix, n).map(|(node, gone)| (i, node, gone))).collect()
+    };
+    let mut gone = HashSet::new();
+    for (i, node, absorbed) in &plans {
+        graph.node[*i] = node.clone();
+        gone.insert(*absorbed);
+    }
+    drop_nodes(graph, &gone);
+    plans.len()
 }

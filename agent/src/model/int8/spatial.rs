@@ -15,7 +15,7 @@ use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, attribute_proto::Att
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 use tract_onnx::tract_hir::internal::*;
 
-use super::rewrite::{Index, attr};
+use super::rewrite::{Index, attr, substitute};
 
 pub const MAX_POOL: &str = "EdgeMaxPoolU8";
 pub const RESIZE: &str = "EdgeResizeU8";
@@ -49,21 +49,7 @@ impl Spatial {
 /// Replaces each `DequantizeLinear → MaxPool|Resize → QuantizeLinear` of one per-tensor u8
 /// scale and zero point by the u8 op; returns how many.
 pub fn rewrite(graph: &mut GraphProto) -> usize {
-    let plans: Vec<(usize, NodeProto, usize)> = {
-        let ix = Index::new(graph);
-        graph.node.iter().enumerate().filter_map(|(i, n)| plan(&ix, n).map(|(node, gone)| (i, node, gone))).collect()
-    };
-    let mut gone = std::collections::HashSet::new();
-    for (i, node, q) in &plans {
-        graph.node[*i] = node.clone();
-        gone.insert(*q);
-    }
-    let mut i = 0;
-    graph.node.retain(|_| {
-        i += 1;
-        !gone.contains(&(i - 1))
-    });
-    plans.len()
+    substitute(graph, plan)
 }
 
 /// The u8 node standing for `n` and the index of the `QuantizeLinear` it absorbs.
