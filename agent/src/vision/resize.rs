@@ -9,6 +9,7 @@
 use image::RgbImage;
 
 use super::preprocess::Region;
+use crate::model::int8::kernels::saturate_u8;
 
 /// For each output coordinate, the first source coordinate it reads and the weights of that
 /// and the following ones (summing to 1).
@@ -68,8 +69,7 @@ pub fn resize_region(frame: &RgbImage, region: Region, width: u32, height: u32) 
                 }
             }
             for (p, v) in px.iter_mut().zip(rgb) {
-                // adding 1.5 · 2^23 rounds to the nearest integer, left in the low bits
-                *p = (v.clamp(0.0, 255.0) + 12_582_912.0).to_bits() as u8;
+                *p = saturate_u8(v);
             }
         }
     }

@@ -13,6 +13,7 @@ use tract_onnx::tract_core::ops::math;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 use tract_onnx::tract_hir::internal::*;
 
+use super::kernels::saturate_u8;
 use super::qdq::Qdq;
 use super::rewrite::{Index, attr, substitute};
 
@@ -224,13 +225,6 @@ impl Op for JoinU8 {
     op_as_typed_op!();
 }
 
-/// `round(v)` for v in [0, 255] (clamped first), half to even, as in requantization.
-#[inline(always)]
-#[allow(clippy::manual_clamp)] // max/min vectorise
-fn to_u8(v: f32) -> u8 {
-    (v.max(0.0).min(255.0) + 12_582_912.0).to_bits() as u8
-}
-
 impl EvalOp for JoinU8 {
     op_out_of_plan!();
 
@@ -250,7 +244,7 @@ impl EvalOp for JoinU8 {
                 Kind::Add => {
                     let c = t.add + t.offsets[0] + t.offsets[1];
                     for ((o, &a), &b) in out.iter_mut().zip(xs[0]).zip(xs[1]) {
-                        *o = to_u8(a as f32 * t.mul[0] + b as f32 * t.mul[1] + c);
+                        *o = saturate_u8(a as f32 * t.mul[0] + b as f32 * t.mul[1] + c);
                     }
                 }
                 Kind::Concat(axis) => {
@@ -269,7 +263,7 @@ impl EvalOp for JoinU8 {
                             } else {
                                 let c = t.add + t.offsets[i];
                                 for (d, &v) in d.iter_mut().zip(src) {
-                                    *d = to_u8(v as f32 * t.mul[i] + c);
+                                    *d = saturate_u8(v as f32 * t.mul[i] + c);
                                 }
                             }
                             at += len;

@@ -61,11 +61,18 @@ pub struct Requant {
 /// Adding 1.5 · 2^23 to an f32 in [0, 2^22) rounds it half to even and leaves the integer in
 /// the low bits of the mantissa: plain SSE2 or NEON arithmetic the compiler vectorises
 /// (`round_ties_even` is a libm call on baseline x86, and float-to-int casts saturate).
-const ROUND: f32 = 12_582_912.0;
+pub const ROUND: f32 = 12_582_912.0;
+
+/// `v` clamped to [0, 255] and rounded half to even (see [`ROUND`]); NaN gives 0. Every u8
+/// result of the integer paths comes out through here.
+#[inline(always)]
+#[allow(clippy::manual_clamp)] // max/min vectorise, and send NaN to 0 where clamp keeps it
+pub fn saturate_u8(v: f32) -> u8 {
+    (v.max(0.0).min(255.0) + ROUND).to_bits() as u8
+}
 
 impl Requant {
     /// Requantizes one exact sum (as f32) of each channel from `c0` on into `out`.
-    #[allow(clippy::manual_clamp)] // as in `channel`
     pub fn across(&self, c0: usize, sums: &[f32], out: &mut [u8]) {
         let mul = &self.mul[c0..c0 + sums.len()];
         let add = &self.add[c0..c0 + sums.len()];
@@ -73,15 +80,13 @@ impl Requant {
         match self.alpha {
             None => {
                 for (((o, &s), &m), &a) in out.iter_mut().zip(sums).zip(mul).zip(add) {
-                    let v = (s * m + a as f32 * m + y0).max(0.0).min(255.0);
-                    *o = (v + ROUND).to_bits() as u8;
+                    *o = saturate_u8(s * m + a as f32 * m + y0);
                 }
             }
             Some(alpha) => {
                 for (((o, &s), &m), &a) in out.iter_mut().zip(sums).zip(mul).zip(add) {
                     let s = s * m + a as f32 * m;
-                    let v = (s.max(s * alpha) + y0).max(0.0).min(255.0);
-                    *o = (v + ROUND).to_bits() as u8;
+                    *o = saturate_u8(s.max(s * alpha) + y0);
                 }
             }
         }
@@ -89,7 +94,6 @@ impl Requant {
 
     /// Requantizes the sums of output channel `c` into `out`.
     #[inline]
-    #[allow(clippy::manual_clamp)] // max/min vectorise, and send NaN to 0 where clamp keeps it
     pub fn channel(&self, c: usize, acc: &[i32], out: &mut [u8]) {
         let mul = self.mul[c];
         // (acc + add) · mul, with add folded into a float offset (exact enough: |add·mul| is a
@@ -102,16 +106,14 @@ impl Requant {
         match self.alpha {
             None => {
                 for (o, &a) in out.iter_mut().zip(acc) {
-                    let v = (a as f32 * mul + offset + y0).max(0.0).min(255.0);
-                    *o = (v + ROUND).to_bits() as u8;
+                    *o = saturate_u8(a as f32 * mul + offset + y0);
                 }
             }
             Some(alpha) => {
                 for (o, &a) in out.iter_mut().zip(acc) {
                     let s = a as f32 * mul + offset;
                     // LeakyReLU with 0 < alpha < 1: the larger of s and alpha·s
-                    let v = (s.max(s * alpha) + y0).max(0.0).min(255.0);
-                    *o = (v + ROUND).to_bits() as u8;
+                    *o = saturate_u8(s.max(s * alpha) + y0);
                 }
             }
         }

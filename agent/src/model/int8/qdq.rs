@@ -13,11 +13,11 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 use tract_onnx::tract_hir::internal::*;
 
+use super::kernels::saturate_u8;
+
 /// Op type names in the rewritten graph.
 pub const QUANTIZE: &str = "EdgeQuantizeU8";
 pub const DEQUANTIZE: &str = "EdgeDequantizeU8";
-
-const ROUND: f32 = 12_582_912.0;
 
 pub fn build_quantize(_ctx: &ParsingContext, _node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     Ok((expand(QdqExpansion(Direction::Quantize)), vec![]))
@@ -111,7 +111,6 @@ impl Op for Qdq {
 impl EvalOp for Qdq {
     op_out_of_plan!();
 
-    #[allow(clippy::manual_clamp)] // max/min vectorise, and send NaN to 0 where clamp keeps it
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
         let (scale, zp) = (self.scale, self.zero_point);
@@ -123,8 +122,7 @@ impl EvalOp for Qdq {
                 {
                     let mut view = y.try_as_plain_ram_mut()?;
                     for (d, &v) in view.as_slice_mut::<u8>()?.iter_mut().zip(src) {
-                        let q = (v / scale + zp).max(0.0).min(255.0);
-                        *d = (q + ROUND).to_bits() as u8;
+                        *d = saturate_u8(v / scale + zp);
                     }
                 }
                 y

@@ -8,7 +8,9 @@
 //! output embedding does). At run time each row of `x` (a token) is quantized to symmetric i8
 //! with a scale of its own (dynamic quantization, as onnxruntime's `MatMulInteger` path does),
 //! the product runs on tract-linalg's i8 kernels ([`super::kernels::PackedWeights`]) and each
-//! sum comes back to float as `acc · row_scale · column_scale`.
+//! sum comes back to float as `acc · row_scale · column_scale + bias` (the `Add` after the
+//! `MatMul` is folded in). [`rewrite_gathers`] keeps a `Gather` of int8 rows (a token
+//! embedding) int8 too.
 
 use std::sync::Mutex;
 
@@ -18,15 +20,15 @@ use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, TensorProto, attribu
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 use tract_onnx::tract_hir::internal::*;
 
-use super::kernels::PackedWeights;
+use super::kernels::{PackedWeights, ROUND};
 use super::rewrite::{Index, attr, is_zero};
 
 /// The custom op's type name in the rewritten graph.
 pub const OP: &str = "EdgeQMatMul";
 
 /// Rewrites every `MatMul` of `graph` whose right operand is per-column symmetric int8 weights,
-/// with the bias `Add` after it when there is one; returns how many. The weights' `DequantizeLinear` stays for any other reader (a `Gather` of
-/// the same embedding) and is pruned by the caller otherwise.
+/// with the bias `Add` after it when there is one; returns how many. The weights'
+/// `DequantizeLinear` stays for any other reader and is pruned by the caller otherwise.
 pub fn rewrite(graph: &mut GraphProto) -> usize {
     struct Plan {
         matmul: usize,
@@ -381,7 +383,7 @@ pub fn quantize_row(x: &[f32], q: &mut [i8]) -> f32 {
     for (q, &v) in q.iter_mut().zip(x) {
         // |v · inv| ≤ 127: adding 1.5 · 2^23 rounds half to even and leaves the integer,
         // two's complement, in the low mantissa bits (see `kernels::Requant`)
-        *q = ((v * inv) + 12_582_912.0).to_bits() as u8 as i8;
+        *q = ((v * inv) + ROUND).to_bits() as u8 as i8;
     }
     amax / 127.0
 }

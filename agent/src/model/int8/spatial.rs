@@ -15,6 +15,7 @@ use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, attribute_proto::Att
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 use tract_onnx::tract_hir::internal::*;
 
+use super::kernels::saturate_u8;
 use super::rewrite::{Index, attr, substitute};
 
 pub const MAX_POOL: &str = "EdgeMaxPoolU8";
@@ -279,8 +280,7 @@ fn resize(x: &[u8], (h, w): (usize, usize), y: &mut [u8], (oh, ow): (usize, usiz
         for (out, &(c0, c1, fx)) in out.iter_mut().zip(&cols) {
             let top = a[c0] as f32 + (a[c1] as f32 - a[c0] as f32) * fx;
             let bottom = b[c0] as f32 + (b[c1] as f32 - b[c0] as f32) * fx;
-            let v = (top + (bottom - top) * fy).clamp(0.0, 255.0);
-            *out = (v + 12_582_912.0).to_bits() as u8;
+            *out = saturate_u8(top + (bottom - top) * fy);
         }
     }
 }
