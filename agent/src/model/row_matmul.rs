@@ -25,8 +25,10 @@ pub const OP: &str = "EdgeRowMatMul";
 /// it packs across rows; a row update does not).
 pub const MAX_ROWS: usize = 4;
 
-/// Marks every `MatMul` of `graph` whose operands are both computed (neither an initializer
-/// nor produced from one); returns how many.
+/// Marks every `MatMul` of `graph` whose operands are both computed: neither an initializer
+/// nor the output of a node reading initializers only. (A weight further from its initializer
+/// is marked too; it is still multiplied correctly, as a streamed row update.) Returns how
+/// many.
 pub fn rewrite(graph: &mut GraphProto) -> usize {
     let constant: std::collections::HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
     let computed_from_constant: std::collections::HashSet<String> = graph
