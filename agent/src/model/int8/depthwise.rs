@@ -1,134 +1,185 @@
-//! The depthwise convolution of a u8 activation map (one filter per channel), summed exactly
-//! in f32 channels-last and requantized straight to u8; its channel blocks split across a
-//! pipeline's threads.
+//! The depthwise convolution of a u8 activation map (one filter per channel): each channel's
+//! plane summed exactly in f32, in place of the NCHW layout the graph has, and requantized
+//! straight to u8; channels split across a pipeline's threads.
+
+use multiversion::multiversion;
 
 use super::kernels::{Geometry, Requant};
 
-/// A depthwise filter bank `[c, kh, kw]` rearranged tap-major, `[kh·kw, c]`, for [`depthwise`].
-pub fn depthwise_taps(w: &[i8], c: usize, taps: usize) -> Vec<f32> {
-    let mut out = vec![0f32; c * taps];
-    for ch in 0..c {
-        for t in 0..taps {
-            out[t * c + ch] = w[ch * taps + t] as f32;
-        }
-    }
-    out
+/// A depthwise filter bank `[c, kh, kw]` as the f32 multipliers [`depthwise`] takes.
+pub fn depthwise_taps(w: &[i8]) -> Vec<f32> {
+    w.iter().map(|&v| v as f32).collect()
 }
 
 /// Depthwise convolution (one filter per channel) of `x` (u8, `[c, h, w]`): the sums of
 /// `(x - x0) · w`, requantized by `rq` into `out` (`[c, ho·wo]`). `taps` comes from
 /// [`depthwise_taps`].
 ///
-/// The work is done channels-last: the input is copied once into a zero-padded `[h, w, c]`
-/// image, so the inner loop runs over contiguous channels (hundreds in the models here)
-/// instead of over rows as short as 7 outputs, and the compiler vectorises it. The arithmetic
-/// is f32, which is exact here: every product is below 2^15 and every sum below 2^24
-/// (at most 25 taps here; checked), and f32 multiply-add vectorises on every target, where
-/// 32-bit integer multiplies do not on baseline x86.
+/// Channel by channel, in the planar layout the graph already has (measured: transposing to
+/// channels-last and back was a third of EfficientNet's depthwise time). A strided
+/// convolution reads its input split into `sy·sx` phases (even and odd rows and columns for
+/// stride 2), so that every tap, at any stride, is one contiguous run of the same length
+/// through one phase: the whole plane is then `taps` multiply-adds of long vectors. The
+/// arithmetic is f32, which is exact here: every product is below 2^15 and every sum below
+/// 2^24 (at most 512 taps; checked at load).
 pub fn depthwise(x: &[u8], g: &Geometry, x0: u8, taps: &[f32], rq: &Requant, out: &mut [u8]) {
     debug_assert!(g.kh * g.kw * 255 * 128 < 1 << 24, "depthwise sums must stay exact in f32 (checked at load)");
-    let c = g.cin;
-    let [pt, pl, pb, pr] = g.pads;
-    let (hp, wp) = (g.h + pt + pb, g.w + pl + pr);
-    SCRATCH_IMAGE.with_borrow_mut(|image| {
-        // reused from call to call: a fresh buffer of megabytes costs its page faults each
-        // time (measured: 2.4 of 6 ms on 96×112×112)
-        if image.len() < hp * wp * c {
-            image.resize(hp * wp * c, 0.0);
-        }
-        let image = &mut image[..hp * wp * c];
-        image[..pt * wp * c].fill(0.0);
-        image[(pt + g.h) * wp * c..].fill(0.0);
-        // one image row at a time: its channels-last line stays in cache while each channel's
-        // input row is read straight through
-        let plane = g.h * g.w;
-        for y in 0..g.h {
-            let line = &mut image[(y + pt) * wp * c..(y + pt + 1) * wp * c];
-            line[..pl * c].fill(0.0);
-            line[(pl + g.w) * c..].fill(0.0);
-            let line = &mut line[pl * c..(pl + g.w) * c];
-            for ch in 0..c {
-                let src = &x[ch * plane + y * g.w..ch * plane + (y + 1) * g.w];
-                for (d, &v) in line[ch..].iter_mut().step_by(c).zip(src) {
-                    *d = v as f32 - x0 as f32;
+    let phases = Phases::new(g);
+    let (c, plane) = (g.cin, g.h * g.w);
+    let (ho, wo) = g.out_hw();
+    match tract_linalg::multithread::current_tract_executor() {
+        // several threads for this pipeline: each takes a block of channels (whole output
+        // planes, so the blocks of `out` are disjoint)
+        tract_linalg::multithread::Executor::MultiThread(pool) if c >= 32 => {
+            let block = c.div_ceil(pool.current_num_threads()).max(8);
+            let phases = &phases;
+            pool.scope(|scope| {
+                for (i, out) in out.chunks_mut(block * ho * wo).enumerate() {
+                    let channels = i * block..(i * block + block).min(c);
+                    let x = &x[channels.start * plane..channels.end * plane];
+                    scope.spawn(move |_| phases.channels(x, x0, taps, rq, channels, out));
                 }
-            }
+            });
         }
-        let (ho, wo) = g.out_hw();
-        let image = &*image;
-        match tract_linalg::multithread::current_tract_executor() {
-            // several threads for this pipeline: each takes a block of channels (whole output
-            // planes, so the blocks of `out` are disjoint)
-            tract_linalg::multithread::Executor::MultiThread(pool) if c >= 32 => {
-                let block = c.div_ceil(pool.current_num_threads()).max(8);
-                pool.scope(|scope| {
-                    for (i, out) in out.chunks_mut(block * ho * wo).enumerate() {
-                        let channels = i * block..(i * block + block).min(c);
-                        scope.spawn(move |_| depthwise_rows(image, g, taps, rq, channels, out));
-                    }
-                });
-            }
-            _ => depthwise_rows(image, g, taps, rq, 0..c, out),
-        }
-    });
+        _ => phases.channels(x, x0, taps, rq, 0..c, out),
+    }
 }
 
 thread_local! {
-    static SCRATCH_IMAGE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// One thread's phases and sums, reused from call to call (a fresh buffer costs its page
+    /// faults every time).
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<u8>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new()))
+    };
 }
 
-/// Channels summed together, their accumulators kept in registers across the taps.
-const LANES: usize = 16;
+/// Where a convolution of geometry `g` reads: its padded input split by stride phase.
+///
+/// Phase `(py, px)` holds the padded input's rows `py, py + sy, …` and columns `px, px + sx,
+/// …` as a `hq × wq` plane. Output `(oy, ox)`'s tap `(ky, kx)` is then phase
+/// `(ky % sy, kx % sx)` at `(oy + ky / sy, ox + kx / sx)`; computed for `ox` up to `wq` (the
+/// columns past `wo` are discarded), the outputs of a plane are one run `ho·wq` long and each
+/// tap reads one run of the same length.
+struct Phases {
+    g: Geometry,
+    wq: usize,
+    /// one phase's length: `hq·wq` and zeros the last runs read past the end
+    len: usize,
+    /// where each tap's run starts in the phases
+    reads: Vec<usize>,
+}
 
-/// The sums of `channels` over the channels-last padded `image`, requantized into `out`
-/// (`[channels, ho·wo]`). Output by output, [`LANES`] channels at a time: each tap is two
-/// loads and a multiply-add per channel, the sums never leave registers until requantized
-/// (measured: a third of the time of a row of accumulators updated tap by tap).
-fn depthwise_rows(
-    image: &[f32],
-    g: &Geometry,
-    taps: &[f32],
-    rq: &Requant,
-    channels: std::ops::Range<usize>,
-    out: &mut [u8],
-) {
-    let c = g.cin;
-    let (c0, cb) = (channels.start, channels.len());
-    let (ho, wo) = g.out_hw();
-    let n = ho * wo;
-    let wp = g.w + g.pads[1] + g.pads[3];
-    let (sy, sx) = g.stride;
-    // where each tap reads, relative to the window's corner, and its filter row
-    let offsets: Vec<(usize, usize)> =
-        (0..g.kh * g.kw).map(|t| ((t / g.kw * wp + t % g.kw) * c + c0, t * c + c0)).collect();
-    let mut sums = vec![0f32; cb];
-    let mut q = vec![0u8; cb];
-    for oy in 0..ho {
-        for ox in 0..wo {
-            let corner = (oy * sy * wp + ox * sx) * c;
-            let mut ch = 0;
-            while ch + LANES <= cb {
-                let mut acc = [0f32; LANES];
-                for &(at, t) in &offsets {
-                    let v = &image[corner + at + ch..corner + at + ch + LANES];
-                    let w = &taps[t + ch..t + ch + LANES];
-                    for ((a, &v), &w) in acc.iter_mut().zip(v).zip(w) {
-                        *a += v * w;
-                    }
+impl Phases {
+    fn new(g: &Geometry) -> Phases {
+        let [pt, pl, pb, pr] = g.pads;
+        let (sy, sx) = g.stride;
+        let (hq, wq) = ((g.h + pt + pb).div_ceil(sy), (g.w + pl + pr).div_ceil(sx));
+        let len = hq * wq + g.kw / sx + 1;
+        let reads = (0..g.kh * g.kw)
+            .map(|t| {
+                let (ky, kx) = (t / g.kw, t % g.kw);
+                ((ky % sy) * sx + kx % sx) * len + (ky / sy) * wq + kx / sx
+            })
+            .collect();
+        Phases { g: *g, wq, len, reads }
+    }
+
+    /// Convolves the planes of `channels` (`x` holds those planes only) into `out`.
+    fn channels(&self, x: &[u8], x0: u8, taps: &[f32], rq: &Requant, channels: std::ops::Range<usize>, out: &mut [u8]) {
+        let g = &self.g;
+        let (ho, wo) = g.out_hw();
+        let (plane, n, run, t) = (g.h * g.w, ho * wo, ho * self.wq, g.kh * g.kw);
+        SCRATCH.with_borrow_mut(|(phases, line, sums, q)| {
+            // whole runs of sums: the last one reads up to a run past the last phase
+            let runs = run.next_multiple_of(RUN);
+            phases.resize(self.len * g.stride.0 * g.stride.1 + RUN, 0.0);
+            line.resize(plane, 0.0);
+            sums.resize(runs, 0.0);
+            q.resize(run, 0);
+            for (i, ch) in channels.enumerate() {
+                fill(self, &x[i * plane..(i + 1) * plane], x0, phases, line);
+                sum_taps(phases, &self.reads, &taps[ch * t..(ch + 1) * t], &mut sums[..runs]);
+                rq.channel(ch, &sums[..run], q);
+                for (o, q) in out[i * n..(i + 1) * n].chunks_exact_mut(wo).zip(q.chunks(self.wq)) {
+                    o.copy_from_slice(&q[..wo]);
                 }
-                sums[ch..ch + LANES].copy_from_slice(&acc);
-                ch += LANES;
             }
-            for (ch, s) in sums.iter_mut().enumerate().skip(ch) {
-                *s = offsets.iter().map(|&(at, t)| image[corner + at + ch] * taps[t + ch]).sum();
+        });
+    }
+}
+
+/// Writes the phases of one channel's plane `x` (`[h, w]`) of `p`, less `x0`, zero where
+/// padded. `line` takes the whole plane in f32 first: one vectorised pass, where row by row
+/// the short rows of the late layers (7 and 14 wide) ran mostly in scalar tails (measured:
+/// 18 ns a row). Compiled like [`sum_taps`].
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn fill(p: &Phases, x: &[u8], x0: u8, phases: &mut [f32], line: &mut [f32]) {
+    let g = &p.g;
+    let [pt, pl, ..] = g.pads;
+    let (sy, sx) = g.stride;
+    let (wq, len) = (p.wq, p.len);
+    let x0 = x0 as f32;
+    for (d, &v) in line.iter_mut().zip(x) {
+        *d = v as f32 - x0;
+    }
+    // padding and what the last runs read past the phases
+    phases.fill(0.0);
+    for (r, src) in line.chunks_exact(g.w).enumerate() {
+        let y = r + pt;
+        let (py, qy) = (y % sy, y / sy);
+        // where column j of the image goes: phase (py, (j + pl) % sx), column (j + pl) / sx
+        let at = |j: usize| (py * sx + (j + pl) % sx) * len + qy * wq + (j + pl) / sx;
+        match sx {
+            1 => phases[at(0)..at(0) + g.w].copy_from_slice(src),
+            2 => {
+                // the image's columns alternate between the two phases, column 0 in phase a
+                let (a, b) = (at(0), at(1));
+                let (na, nb) = (g.w.div_ceil(2), g.w / 2);
+                let (to_a, to_b) = if a < b {
+                    let (lo, hi) = phases.split_at_mut(b);
+                    (&mut lo[a..a + na], &mut hi[..nb])
+                } else {
+                    let (lo, hi) = phases.split_at_mut(a);
+                    (&mut hi[..na], &mut lo[b..b + nb])
+                };
+                for ((pair, da), db) in src.chunks_exact(2).zip(to_a.iter_mut()).zip(to_b.iter_mut()) {
+                    (*da, *db) = (pair[0], pair[1]);
+                }
+                if g.w % 2 == 1 {
+                    to_a[na - 1] = src[g.w - 1];
+                }
             }
-            rq.across(c0, &sums, &mut q);
-            for (ch, &v) in q.iter().enumerate() {
-                out[ch * n + oy * wo + ox] = v;
+            _ => {
+                for (j, &v) in src.iter().enumerate() {
+                    phases[at(j)] = v;
+                }
             }
         }
     }
 }
+
+/// `sums[i] = Σ_t w[t] · src[reads[t] + i]` for whole runs of [`RUN`] outputs, each run held
+/// in registers across the taps. Compiled for AVX-512, AVX2 with FMA and NEON, picked at run time; with or
+/// without fused multiply-adds the sums are the same, exact integers.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn sum_taps(src: &[f32], reads: &[usize], w: &[f32], sums: &mut [f32]) {
+    const FMA: bool = multiversion::target::selected_target!().supports_feature_str("fma");
+    debug_assert!(sums.len().is_multiple_of(RUN));
+    for (i, out) in sums.chunks_exact_mut(RUN).enumerate() {
+        let mut acc = [0f32; RUN];
+        for (&r, &w) in reads.iter().zip(w) {
+            let s = &src[r + i * RUN..r + (i + 1) * RUN];
+            for (a, &s) in acc.iter_mut().zip(s) {
+                *a = if FMA { s.mul_add(w, *a) } else { *a + s * w };
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+}
+
+/// Outputs summed together: 4 AVX-512 registers, 8 AVX2 or 16 NEON (enough independent
+/// multiply-adds in flight to cover their latency).
+const RUN: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -145,7 +196,7 @@ mod tests {
             // requantized with unit scale around 128: the sums themselves, where they fit
             let rq = Requant { mul: vec![1.0; g.cin], add: vec![0; g.cin], y0: 128.0, alpha: None };
             let mut out = vec![0u8; g.cin * ho * wo];
-            depthwise(&x, &g, 77, &depthwise_taps(&w, g.cin, g.kh * g.kw), &rq, &mut out);
+            depthwise(&x, &g, 77, &depthwise_taps(&w), &rq, &mut out);
             let expected: Vec<u8> =
                 reference(&x, &g, 77, &w, true).iter().map(|&s| (s + 128).clamp(0, 255) as u8).collect();
             assert_eq!(out, expected, "geometry {g:?}");
@@ -157,7 +208,7 @@ mod tests {
         use tract_linalg::multithread::{Executor, multithread_tract_scope};
         let g = Geometry { cin: 70, h: 9, w: 11, cout: 70, kh: 3, kw: 3, stride: (2, 1), pads: [1; 4] };
         let x = data(g.cin * g.h * g.w, 3);
-        let taps = depthwise_taps(&data(g.cin * 9, 4).iter().map(|&v| v as i8).collect::<Vec<_>>(), g.cin, 9);
+        let taps = depthwise_taps(&data(g.cin * 9, 4).iter().map(|&v| v as i8).collect::<Vec<_>>());
         let rq = Requant {
             mul: (0..g.cin).map(|c| 0.01 + c as f32 * 1e-3).collect(),
             add: vec![5; g.cin],

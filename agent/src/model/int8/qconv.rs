@@ -153,7 +153,7 @@ impl Expansion for QConvExpansion {
         let op = QConv {
             g,
             x0: x0 as u8,
-            taps: Arc::new(if depthwise { depthwise::depthwise_taps(&wv, g.cin, g.kh * g.kw) } else { vec![] }),
+            taps: Arc::new(if depthwise { depthwise::depthwise_taps(&wv) } else { vec![] }),
             packed,
             requant: Arc::new(Requant { mul, add, y0, alpha: self.0.alpha }),
             sums: Default::default(),
