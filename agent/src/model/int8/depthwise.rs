@@ -48,8 +48,8 @@ pub fn depthwise(x: &[u8], g: &Geometry, x0: u8, taps: &[f32], rq: &Requant, out
 thread_local! {
     /// One thread's phases and sums, reused from call to call (a fresh buffer costs its page
     /// faults every time).
-    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<u8>)> = const {
-        std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new()))
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new()))
     };
 }
 
@@ -89,19 +89,18 @@ impl Phases {
         let g = &self.g;
         let (ho, wo) = g.out_hw();
         let (plane, n, run, t) = (g.h * g.w, ho * wo, ho * self.wq, g.kh * g.kw);
-        SCRATCH.with_borrow_mut(|(phases, line, sums, q)| {
+        SCRATCH.with_borrow_mut(|(phases, line, sums)| {
             // whole runs of sums: the last one reads up to a run past the last phase
             let runs = run.next_multiple_of(RUN);
             phases.resize(self.len * g.stride.0 * g.stride.1 + RUN, 0.0);
             line.resize(plane, 0.0);
             sums.resize(runs, 0.0);
-            q.resize(run, 0);
             for (i, ch) in channels.enumerate() {
                 fill(self, &x[i * plane..(i + 1) * plane], x0, phases, line);
                 sum_taps(phases, &self.reads, &taps[ch * t..(ch + 1) * t], &mut sums[..runs]);
-                rq.channel(ch, &sums[..run], q);
-                for (o, q) in out[i * n..(i + 1) * n].chunks_exact_mut(wo).zip(q.chunks(self.wq)) {
-                    o.copy_from_slice(&q[..wo]);
+                // each output row from the first wo of its run's wq sums
+                for (o, sums) in out[i * n..(i + 1) * n].chunks_exact_mut(wo).zip(sums.chunks(self.wq)) {
+                    rq.channel(ch, &sums[..wo], o);
                 }
             }
         });
@@ -159,18 +158,18 @@ fn fill(p: &Phases, x: &[u8], x0: u8, phases: &mut [f32], line: &mut [f32]) {
 }
 
 /// `sums[i] = Σ_t w[t] · src[reads[t] + i]` for whole runs of [`RUN`] outputs, each run held
-/// in registers across the taps. Compiled for AVX-512, AVX2 with FMA and NEON, picked at run time; with or
-/// without fused multiply-adds the sums are the same, exact integers.
+/// in registers across the taps. Compiled for AVX-512, AVX2 and NEON, picked at run time. A multiply and an
+/// add, not `mul_add`: outside the FMA clones (and in every unoptimised build) that is a call
+/// to a software fma per value.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
 fn sum_taps(src: &[f32], reads: &[usize], w: &[f32], sums: &mut [f32]) {
-    const FMA: bool = multiversion::target::selected_target!().supports_feature_str("fma");
     debug_assert!(sums.len().is_multiple_of(RUN));
     for (i, out) in sums.chunks_exact_mut(RUN).enumerate() {
         let mut acc = [0f32; RUN];
         for (&r, &w) in reads.iter().zip(w) {
             let s = &src[r + i * RUN..r + (i + 1) * RUN];
             for (a, &s) in acc.iter_mut().zip(s) {
-                *a = if FMA { s.mul_add(w, *a) } else { *a + s * w };
+                *a += s * w;
             }
         }
         out.copy_from_slice(&acc);

@@ -4,6 +4,7 @@
 //! other kernels' own packers take.
 
 use anyhow::ensure;
+use multiversion::multiversion;
 use tract_linalg::pack::PackedI8K4;
 use tract_onnx::prelude::Blob;
 use tract_onnx::prelude::*;
@@ -142,20 +143,29 @@ pub(super) fn pack_i8k4(format: &PackedI8K4, x: &[u8], g: &Geometry, x0: u8, blo
                 let (r2, rest) = rest.split_at(n);
                 [r0, r1, r2, &rest[..n]]
             };
-            for (p, dst) in packed.chunks_mut(panel).enumerate() {
-                let n0 = p * r;
-                let width = r.min(n - n0);
-                let dst = &mut dst[kb * r..kb * r + width];
-                let rows = four.map(|row| &row[n0..n0 + width]);
-                match width {
-                    16 => interleave::<16>(rows, dst, flip),
-                    8 => interleave::<8>(rows, dst, flip),
-                    _ => interleave_any(rows, dst, flip),
-                }
-            }
+            interleave_block(four, packed, panel, r, kb, flip);
         }
     });
     Ok(panel * 4)
+}
+
+/// Block `kb` (4 rows of K) of every panel (`panel` words, `r` columns) of `packed`, from the
+/// 4 rows `four`. Compiled for AVX-512, AVX2 and NEON, picked at run time (measured: the 1×1
+/// convolutions' packing 9 % of EfficientNet in SSE2).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2", "x86_64+avx2", "aarch64+neon"))]
+fn interleave_block(four: [&[u8]; 4], packed: &mut [u32], panel: usize, r: usize, kb: usize, flip: u32) {
+    let n = four[0].len();
+    for (p, dst) in packed.chunks_mut(panel).enumerate() {
+        let n0 = p * r;
+        let width = r.min(n - n0);
+        let dst = &mut dst[kb * r..kb * r + width];
+        let rows = four.map(|row| &row[n0..n0 + width]);
+        match width {
+            16 => interleave::<16>(rows, dst, flip),
+            8 => interleave::<8>(rows, dst, flip),
+            _ => interleave_any(rows, dst, flip),
+        }
+    }
 }
 
 thread_local! {
