@@ -247,7 +247,8 @@ fn max_pool(
 ) {
     // the column-wise max of a window's rows, padded left and right with zeros; then the max
     // of each run of kernel.1 of it, for every start (whole vectors), of which the outputs take
-    // every stride.1-th (measured: a window's max per output was a tenth of NanoDet)
+    // every stride.1-th (measured: per-output windows here and per-output gathers in
+    // [`resize`] were together a tenth of NanoDet)
     let pl = pads[1];
     let span = (ow - 1) * stride.1 + 1;
     let mut line = vec![0u8; (span + kernel.1).max(pl + w)];
@@ -283,8 +284,8 @@ fn taps(o: usize, n: usize, scale: f32) -> (usize, usize, f32) {
 
 /// One plane's bilinear resize, rounded half to even once at the end. Separable: every input
 /// row is interpolated along x once, then each output row blends two of those (the same
-/// arithmetic as per output, in the same order, so the same values; measured: the four
-/// gathers per output were a tenth of NanoDet).
+/// arithmetic as per output, in the same order, so the same values; see [`max_pool`] for
+/// what per-output work cost).
 fn resize(x: &[u8], (h, w): (usize, usize), y: &mut [u8], (oh, ow): (usize, usize), scale: (f32, f32)) {
     let cols: Vec<_> = (0..ow).map(|o| taps(o, w, scale.1)).collect();
     let mut along_x = vec![0f32; h * ow];
