@@ -281,7 +281,14 @@ fn interleave_row(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
 /// stack first took a half more (its loads wait for the stores). Compiled for AVX-512, AVX2
 /// and NEON, picked at run time.
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2", "x86_64+avx2", "aarch64+neon"))]
-fn gather_panel(image: &[u32], planes: (usize, usize), corners: &[usize], offsets: &[usize], unit: bool, dst: &mut [u32]) {
+fn gather_panel(
+    image: &[u32],
+    planes: (usize, usize),
+    corners: &[usize],
+    offsets: &[usize],
+    unit: bool,
+    dst: &mut [u32],
+) {
     let (plane, c4) = planes;
     let width = corners.len();
     let r = dst.len() / (offsets.len() * c4);
