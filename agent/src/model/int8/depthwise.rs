@@ -46,10 +46,10 @@ pub fn depthwise(x: &[u8], g: &Geometry, x0: u8, taps: &[f32], rq: &Requant, out
 }
 
 thread_local! {
-    /// One thread's phases and sums, reused from call to call (a fresh buffer costs its page
-    /// faults every time).
-    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const {
-        std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new()))
+    /// One thread's phases, sums and requantized sums, reused from call to call (a fresh
+    /// buffer costs its page faults every time).
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<u8>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new()))
     };
 }
 
@@ -89,28 +89,35 @@ impl Phases {
         let g = &self.g;
         let (ho, wo) = g.out_hw();
         let (plane, n, run, t) = (g.h * g.w, ho * wo, ho * self.wq, g.kh * g.kw);
-        SCRATCH.with_borrow_mut(|(phases, line, sums)| {
+        SCRATCH.with_borrow_mut(|(phases, line, sums, bytes)| {
             // whole runs of sums: the last one reads up to a run past the last phase
             let runs = run.next_multiple_of(RUN);
+            // zero once: padding, and what the last runs read past the phases; every channel
+            // writes the same places in between
+            phases.clear();
             phases.resize(self.len * g.stride.0 * g.stride.1 + RUN, 0.0);
             line.resize(plane, 0.0);
             sums.resize(runs, 0.0);
+            bytes.resize(run, 0);
             for (i, ch) in channels.enumerate() {
                 fill(self, &x[i * plane..(i + 1) * plane], x0, phases, line);
                 sum_taps(phases, &self.reads, &taps[ch * t..(ch + 1) * t], &mut sums[..runs]);
-                // each output row from the first wo of its run's wq sums
-                for (o, sums) in out[i * n..(i + 1) * n].chunks_exact_mut(wo).zip(sums.chunks(self.wq)) {
-                    rq.channel(ch, &sums[..wo], o);
+                // the whole run in one pass (measured: a call per output row was most of the
+                // requantization in the 7 and 14 wide layers), then each output row from the
+                // first wo of its wq
+                rq.channel(ch, &sums[..run], bytes);
+                for (o, b) in out[i * n..(i + 1) * n].chunks_exact_mut(wo).zip(bytes.chunks(self.wq)) {
+                    o.copy_from_slice(&b[..wo]);
                 }
             }
         });
     }
 }
 
-/// Writes the phases of one channel's plane `x` (`[h, w]`) of `p`, less `x0`, zero where
-/// padded. `line` takes the whole plane in f32 first: one vectorised pass, where row by row
-/// the short rows of the late layers (7 and 14 wide) ran mostly in scalar tails (measured:
-/// 18 ns a row). Compiled like [`sum_taps`].
+/// Writes the phases of one channel's plane `x` (`[h, w]`) of `p`, less `x0`; where they are
+/// padded is left as it was (zero). `line` takes the whole plane in f32 first: one vectorised
+/// pass, where row by row the short rows of the late layers (7 and 14 wide) ran mostly in
+/// scalar tails (measured: 18 ns a row). Compiled like [`sum_taps`].
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
 fn fill(p: &Phases, x: &[u8], x0: u8, phases: &mut [f32], line: &mut [f32]) {
     let g = &p.g;
@@ -121,8 +128,6 @@ fn fill(p: &Phases, x: &[u8], x0: u8, phases: &mut [f32], line: &mut [f32]) {
     for (d, &v) in line.iter_mut().zip(x) {
         *d = v as f32 - x0;
     }
-    // padding and what the last runs read past the phases
-    phases.fill(0.0);
     for (r, src) in line.chunks_exact(g.w).enumerate() {
         let y = r + pt;
         let (py, qy) = (y % sy, y / sy);
