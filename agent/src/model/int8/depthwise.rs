@@ -48,9 +48,17 @@ pub fn depthwise(x: &[u8], g: &Geometry, x0: u8, taps: &[f32], rq: &Requant, out
 thread_local! {
     /// One thread's phases, sums and requantized sums, reused from call to call (a fresh
     /// buffer costs its page faults every time).
-    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<u8>)> = const {
-        std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new()))
+    static SCRATCH: std::cell::RefCell<Scratch> = const {
+        std::cell::RefCell::new(Scratch { phases: Vec::new(), line: Vec::new(), sums: Vec::new(), bytes: Vec::new() })
     };
+}
+
+/// See [`SCRATCH`].
+struct Scratch {
+    phases: Vec<f32>,
+    line: Vec<f32>,
+    sums: Vec<f32>,
+    bytes: Vec<u8>,
 }
 
 /// Where a convolution of geometry `g` reads: its padded input split by stride phase.
@@ -89,7 +97,7 @@ impl Phases {
         let g = &self.g;
         let (ho, wo) = g.out_hw();
         let (plane, n, run, t) = (g.h * g.w, ho * wo, ho * self.wq, g.kh * g.kw);
-        SCRATCH.with_borrow_mut(|(phases, line, sums, bytes)| {
+        SCRATCH.with_borrow_mut(|Scratch { phases, line, sums, bytes }| {
             // whole runs of sums: the last one reads up to a run past the last phase
             let runs = run.next_multiple_of(RUN);
             // zero once: padding, and what the last runs read past the phases; every channel

@@ -99,16 +99,16 @@ pub fn im2col_row(x: &[u8], g: &Geometry, x0: u8, k: usize, dst: &mut [i8]) {
     }
 }
 
-/// The im2col matrix of `x`, packed straight into the K=4-interleaved layout of the VNNI and
-/// AMX kernels: panels of `r` columns, each holding, per block of 4 rows, the 4 bytes of every
-/// column together (rows past `k` zero). Four im2col rows are made at a time and interleaved
-/// as one u32 per column, into `blob` (reused from call to call: a fresh multi-megabyte
-/// buffer per call costs its page faults every time). tract-linalg's own packer for this
-/// layout goes byte by byte with strided reads; through it, packing was most of a
-/// convolution's time (measured on NanoDet: about 70 of 100 ms per inference).
-pub(super) fn pack_i8k4(format: &PackedI8K4, x: &[u8], g: &Geometry, x0: u8, blob: &mut Blob) -> TractResult<usize> {
-    let (ho, wo) = g.out_hw();
-    let (n, k, r) = (ho * wo, g.cin * g.kh * g.kw, format.r);
+/// The input planes of a plain 1×1 convolution (its im2col matrix), packed straight into the
+/// K=4-interleaved layout of the VNNI and AMX kernels: panels of `r` columns, each holding,
+/// per block of 4 rows, the 4 bytes of every column together, shifted by −128 as they are
+/// interleaved, into `blob` (reused from call to call: a fresh multi-megabyte buffer per call
+/// costs its page faults every time). tract-linalg's own packer for this layout goes byte by
+/// byte with strided reads; through it, packing was most of a convolution's time (measured on
+/// NanoDet: about 70 of 100 ms per inference). Other shapes go through [`pack_nhwc`].
+pub(super) fn pack_i8k4(format: &PackedI8K4, x: &[u8], g: &Geometry, blob: &mut Blob) -> TractResult<usize> {
+    ensure!(g.is_pointwise(), "plane packing is for 1×1 convolutions");
+    let (n, k, r) = (g.h * g.w, g.cin, format.r);
     let blocks = k.div_ceil(4);
     let panel = blocks * r; // in u32 words
     let size = n.div_ceil(r) * panel * 4;
@@ -117,32 +117,14 @@ pub(super) fn pack_i8k4(format: &PackedI8K4, x: &[u8], g: &Geometry, x0: u8, blo
     // earlier use: it only meets zero weights or feeds sums that are never stored
     let packed: &mut [u32] =
         bytemuck::try_cast_slice_mut(&mut blob.as_bytes_mut()[..size]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // a plain 1×1 convolution's im2col rows are its input planes, read in place and shifted by
-    // −128 as they are interleaved; other shapes gather 4 rows at a time into `rows`
-    let pointwise = g.is_pointwise();
-    let flip = if pointwise { 0x8080_8080 } else { 0 };
-    SCRATCH_ROWS.with_borrow_mut(|rows| {
-        if rows.len() < 4 * n {
-            rows.resize(4 * n, 0);
-        }
-        for kb in 0..blocks {
-            let four: [&[u8]; 4] = if pointwise {
-                // a row past `k` meets zero weights: any plane will do
-                [0, 1, 2, 3].map(|i| {
-                    let c = (kb * 4 + i).min(k - 1);
-                    &x[c * n..(c + 1) * n]
-                })
-            } else {
-                for (i, row) in rows.chunks_mut(n).take(4).enumerate() {
-                    if kb * 4 + i < k {
-                        im2col_row(x, g, x0, kb * 4 + i, bytemuck::cast_slice_mut(row));
-                    }
-                }
-                [0, 1, 2, 3].map(|i| &rows[i * n..(i + 1) * n])
-            };
-            interleave_block(four, packed, panel, r, kb, flip);
-        }
-    });
+    for kb in 0..blocks {
+        // a row past `k` meets zero weights: any plane will do
+        let four = [0, 1, 2, 3].map(|i| {
+            let c = (kb * 4 + i).min(k - 1);
+            &x[c * n..(c + 1) * n]
+        });
+        interleave_block(four, packed, panel, r, kb, 0x8080_8080);
+    }
     Ok(panel * 4)
 }
 
@@ -165,11 +147,6 @@ fn interleave_block(four: [&[u8]; 4], packed: &mut [u32], panel: usize, r: usize
     }
 }
 
-thread_local! {
-    /// im2col rows for [`pack_i8k4`], kept from call to call
-    static SCRATCH_ROWS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// `dst[j] = [a[j], b[j], c[j], d[j]] ^ flip` as bytes; a fixed width lets the compiler turn
 /// it into byte shuffles.
 #[inline(always)]
@@ -188,75 +165,115 @@ fn interleave<const R: usize>(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
     }
 }
 
+#[inline(always)]
 fn interleave_any(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
     for (j, d) in dst.iter_mut().enumerate() {
         *d = u32::from_le_bytes([rows[0][j], rows[1][j], rows[2][j], rows[3][j]]) ^ flip;
     }
 }
 
-/// The im2col matrix of `x` in tap-major order (row `k` is channel `k % cin` under tap
-/// `k / cin`; the weights are packed in the same order, see
+/// The im2col matrix of `x` in tap-major order (row `k` is channel `k % cin4` under tap
+/// `k / cin4`, `cin4` the channels rounded up to a multiple of 4; the weights are packed in
+/// the same order, with zeros for the extra channels, see
 /// [`super::kernels::PackedWeights::conv`]), packed into the K=4-interleaved layout from a
-/// zero-padded copy of the input in which every 4 channels of a pixel are one u32, one padded
-/// plane of such words per 4 channels. Each run of a panel (one tap, 4 channels, `r` output
-/// columns) is then, at stride 1, one contiguous stretch of a plane per output row: a copy, not a
-/// transpose (measured on NanoDet, whose head's 3×3 convolutions are its heaviest: the
-/// channels-last copy this replaced, with each run gathered word by word, was 17 % of its
-/// time). Needs `cin % 4 == 0`.
+/// zero-padded copy of the input in which every 4 channels of a pixel are one u32. The copy
+/// holds one plane of such words per 4 channels and column phase: for stride `sx` along x,
+/// phase `px` has the padded columns `px, px + sx, …` (all of them at stride 1). Each run of a
+/// panel (one tap, 4 channels, `r` output columns) is then one contiguous stretch of a phase
+/// per output row it spans, at any stride: a copy, not a transpose (measured on NanoDet, whose
+/// head's 3×3 convolutions are its heaviest: the channels-last copy this replaced, with each
+/// run gathered word by word, was 17 % of its time).
 pub(super) fn pack_nhwc(format: &PackedI8K4, x: &[u8], g: &Geometry, x0: u8, blob: &mut Blob) -> TractResult<usize> {
-    ensure!(g.cin.is_multiple_of(4), "tap-major packing needs a multiple of 4 channels");
     let (ho, wo) = g.out_hw();
-    let (n, r, c4) = (ho * wo, format.r, g.cin / 4);
+    let (n, r, c4) = (ho * wo, format.r, g.cin.div_ceil(4));
     let taps = g.kh * g.kw;
     let panel = taps * c4 * r; // in u32 words
     let size = n.div_ceil(r) * panel * 4;
     packing_buffer(format, size, blob)?;
     let packed: &mut [u32] =
         bytemuck::try_cast_slice_mut(&mut blob.as_bytes_mut()[..size]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let [pt, pl, pb, pr] = g.pads;
-    let wp = g.w + pl + pr;
-    let padded = (g.h + pt + pb) * wp;
-    SCRATCH_IMAGE.with_borrow_mut(|image| {
+    let [pt, _, pb, _] = g.pads;
+    let (sy, sx) = g.stride;
+    let wq = g.padded_w().div_ceil(sx);
+    let phase = (g.h + pt + pb) * wq;
+    // the planes of 4 channels `cb` start `cb · sx · phase` in
+    let group = sx * phase;
+    let plane = g.h * g.w;
+    SCRATCH_IMAGE.with_borrow_mut(|(image, line)| {
         // 16 words of slack: the last stretch of a run is copied as 16 words too
-        if image.len() < padded * c4 + 16 {
-            image.resize(padded * c4 + 16, 0);
+        if image.len() < group * c4 + 16 {
+            image.resize(group * c4 + 16, 0);
         }
-        let image = &mut image[..padded * c4 + 16];
-        for (cb, plane) in image.chunks_exact_mut(padded).take(c4).enumerate() {
-            let four = [0, 1, 2, 3].map(|i| &x[(4 * cb + i) * g.h * g.w..(4 * cb + i + 1) * g.h * g.w]);
-            fill_plane(four, g, x0, plane);
+        let image = &mut image[..group * c4 + 16];
+        for (cb, words) in image.chunks_exact_mut(group).take(c4).enumerate() {
+            // an extra channel meets zero weights: any plane will do
+            let four = [0, 1, 2, 3].map(|i| {
+                let c = (4 * cb + i).min(g.cin - 1);
+                &x[c * plane..(c + 1) * plane]
+            });
+            fill_phases(four, g, x0, words, line);
         }
         let image = &*image;
-        let (sy, sx) = g.stride;
-        // where each tap reads, relative to the window's corner
-        let offsets: Vec<usize> = (0..taps).map(|t| t / g.kw * wp + t % g.kw).collect();
+        // where each tap reads, relative to the window's corner: phase kx % sx, row ky,
+        // column kx / sx
+        let offsets: Vec<usize> = (0..taps).map(|t| (t % g.kw % sx) * phase + t / g.kw * wq + t % g.kw / sx).collect();
         let mut corners = vec![0usize; r];
         for (p, dst) in packed.chunks_mut(panel).enumerate() {
             let n0 = p * r;
             let width = r.min(n - n0);
             for (j, corner) in corners[..width].iter_mut().enumerate() {
                 let (oy, ox) = ((n0 + j) / wo, (n0 + j) % wo);
-                *corner = oy * sy * wp + ox * sx;
+                *corner = oy * sy * wq + ox;
             }
-            gather_panel(image, (padded, c4), &corners[..width], &offsets, sx == 1, dst);
+            gather_panel(image, (group, c4), &corners[..width], &offsets, dst);
         }
     });
     Ok(panel * 4)
 }
 
-/// One padded plane of [`pack_nhwc`]'s copy: each word the 4 bytes of `four` at a pixel,
-/// shifted by −128; padding reads as the zero point `x0`, shifted like every other value.
-fn fill_plane(four: [&[u8]; 4], g: &Geometry, x0: u8, words: &mut [u32]) {
-    let [pt, pl, _, pr] = g.pads;
-    let wp = g.w + pl + pr;
+/// The phases of 4 channels in [`pack_nhwc`]'s copy (`words`, `sx` phases): each word the 4
+/// bytes of `four` at a pixel, shifted by −128; padding reads as the zero point `x0`, shifted
+/// like every other value. At stride 1 rows are interleaved in place; otherwise into `line`,
+/// then dealt out to the phases.
+fn fill_phases(four: [&[u8]; 4], g: &Geometry, x0: u8, words: &mut [u32], line: &mut Vec<u32>) {
+    let [pt, pl, _, _] = g.pads;
+    let sx = g.stride.1;
+    let wq = g.padded_w().div_ceil(sx);
     let pad = u32::from_ne_bytes([x0 ^ 0x80; 4]);
-    words[..pt * wp].fill(pad);
-    words[(pt + g.h) * wp..].fill(pad);
-    for (y, line) in words[pt * wp..(pt + g.h) * wp].chunks_exact_mut(wp).enumerate() {
-        line[..pl].fill(pad);
-        line[pl + g.w..].fill(pad);
-        let rows = four.map(|plane| &plane[y * g.w..(y + 1) * g.w]);
-        interleave_row(rows, &mut line[pl..pl + g.w], 0x8080_8080);
+    let phase = words.len() / sx;
+    for words in words.chunks_exact_mut(phase) {
+        words[..pt * wq].fill(pad);
+        words[(pt + g.h) * wq..].fill(pad);
+    }
+    let rows = |y: usize| four.map(|plane| &plane[y * g.w..(y + 1) * g.w]);
+    if sx == 1 {
+        for (y, row) in words[pt * wq..(pt + g.h) * wq].chunks_exact_mut(wq).enumerate() {
+            row[..pl].fill(pad);
+            row[pl + g.w..].fill(pad);
+            interleave_row(rows(y), &mut row[pl..pl + g.w], 0x8080_8080);
+        }
+        return;
+    }
+    line.resize(wq * sx, 0);
+    let line = &mut line[..wq * sx];
+    line[..pl].fill(pad);
+    line[pl + g.w..].fill(pad);
+    for y in 0..g.h {
+        interleave_row(rows(y), &mut line[pl..pl + g.w], 0x8080_8080);
+        let at = (pt + y) * wq;
+        if sx == 2 {
+            // the common case, as whole pairs (`step_by` goes value by value)
+            let (even, odd) = words.split_at_mut(phase);
+            for ((pair, e), o) in line.chunks_exact(2).zip(&mut even[at..at + wq]).zip(&mut odd[at..at + wq]) {
+                (*e, *o) = (pair[0], pair[1]);
+            }
+            continue;
+        }
+        for (px, words) in words.chunks_exact_mut(phase).enumerate() {
+            for (d, &v) in words[at..at + wq].iter_mut().zip(line[px..].iter().step_by(sx)) {
+                *d = v;
+            }
+        }
     }
 }
 
@@ -273,45 +290,36 @@ fn interleave_row(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
 }
 
 /// One panel of [`pack_nhwc`] (`r` columns): word `t·c4 + cb` of column `j` is
-/// `image[cb·plane + corners[j] + offsets[t]]`. Each run of `r` words is written in order.
-/// At stride 1 (`unit`) the columns of one output row read consecutive words: a run is one
-/// stretch per output row it spans, each copied as 16 words (`image` has 16 words of slack
-/// past its planes), later ones over the excess of earlier ones. Measured on NanoDet: copies
-/// of the exact length, through `memcpy`, took a quarter more time; assembling a run on the
-/// stack first took a half more (its loads wait for the stores). Compiled for AVX-512, AVX2
-/// and NEON, picked at run time.
+/// `image[cb·group + corners[j] + offsets[t]]`. Each run of `r` words is written in order.
+/// The columns of one output row read consecutive words: a run is one stretch per output row
+/// it spans, each copied as 16 words (`image` has 16 words of slack past its planes), later
+/// ones over the excess of earlier ones. Measured on NanoDet: copies of the exact length,
+/// through `memcpy`, took a quarter more time; assembling a run on the stack first took a
+/// half more (its loads wait for the stores). Compiled for AVX-512, AVX2 and NEON, picked at
+/// run time.
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2", "x86_64+avx2", "aarch64+neon"))]
-fn gather_panel(
-    image: &[u32],
-    planes: (usize, usize),
-    corners: &[usize],
-    offsets: &[usize],
-    unit: bool,
-    dst: &mut [u32],
-) {
-    let (plane, c4) = planes;
+fn gather_panel(image: &[u32], groups: (usize, usize), corners: &[usize], offsets: &[usize], dst: &mut [u32]) {
+    let (group, c4) = groups;
     let width = corners.len();
     let r = dst.len() / (offsets.len() * c4);
     // the stretches of consecutive corners: (first column, its corner, length)
     let mut stretches = [(0usize, 0usize, 0usize); 16];
     let mut count = 0;
-    if unit {
-        let mut j = 0;
-        while j < width && count < stretches.len() {
-            let mut end = j + 1;
-            while end < width && corners[end] == corners[j] + (end - j) {
-                end += 1;
-            }
-            stretches[count] = (j, corners[j], end - j);
-            count += 1;
-            j = end;
+    let mut j = 0;
+    while j < width && count < stretches.len() {
+        let mut end = j + 1;
+        while end < width && corners[end] == corners[j] + (end - j) {
+            end += 1;
         }
-        if j < width {
-            count = 0; // more output rows than stretches: gather word by word below
-        }
+        stretches[count] = (j, corners[j], end - j);
+        count += 1;
+        j = end;
+    }
+    if j < width {
+        count = 0; // more output rows than stretches: gather word by word below
     }
     let stretches = &stretches[..count];
-    let runs = offsets.iter().flat_map(|&off| (0..c4).map(move |cb| cb * plane + off)).enumerate();
+    let runs = offsets.iter().flat_map(|&off| (0..c4).map(move |cb| cb * group + off)).enumerate();
     for (i, at) in runs {
         let run = i * r;
         if stretches.is_empty() {
@@ -334,6 +342,9 @@ fn gather_panel(
 }
 
 thread_local! {
-    /// the padded planes of 4-channel words [`pack_nhwc`] reads, kept from call to call
-    static SCRATCH_IMAGE: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// the phases of 4-channel words [`pack_nhwc`] reads, and a padded row of them, kept from
+    /// call to call
+    static SCRATCH_IMAGE: std::cell::RefCell<(Vec<u32>, Vec<u32>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
 }
