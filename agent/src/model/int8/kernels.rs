@@ -20,7 +20,7 @@ use tract_linalg::pack::PackedI8K4;
 use anyhow::{Context, ensure};
 use tract_onnx::prelude::*;
 
-use super::pack::{im2col_row, pack_i8k4, pack_nhwc, pack_rows_k4};
+use super::pack::{im2col_row, pack_i8k4, pack_rows_k4, pack_tap_major};
 
 /// Shape of one 2-D convolution, batch 1, NCHW.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -162,7 +162,7 @@ impl PackedWeights {
     /// The weights `[cout, cin, kh, kw]` of a convolution of geometry `g`. Where the kernel
     /// takes K=4-interleaved panels, a convolution other than a plain 1×1 has its K axis
     /// reordered tap-major (`[cout, kh, kw, cin4]`, the channels rounded up to a multiple of 4
-    /// with zero weights) so that [`pack_nhwc`] can fill the panels from a copy of the input,
+    /// with zero weights) so that [`pack_tap_major`] can fill the panels from a copy of the input,
     /// 4 channels to a word (measured: im2col rows then interleaving were two fifths of
     /// NanoDet's time; for the 3-channel first layers, im2col rows were 4 % of NanoDet).
     pub fn conv(w: &[i8], g: &Geometry, n: Option<usize>) -> TractResult<PackedWeights> {
@@ -226,7 +226,7 @@ impl PackedWeights {
         let b: &dyn MMMInputValue = match format.downcast_ref::<PackedI8K4>() {
             Some(k4) => {
                 let panel_bytes = match b {
-                    Activations::Im2col { x, g, x0 } if self.tap_major => pack_nhwc(k4, x, g, x0, &mut blob)?,
+                    Activations::Im2col { x, g, x0 } if self.tap_major => pack_tap_major(k4, x, g, x0, &mut blob)?,
                     Activations::Im2col { x, g, .. } => pack_i8k4(k4, x, g, &mut blob)?,
                     Activations::Rows(rows) => pack_rows_k4(k4, rows, n, self.k, &mut blob)?,
                 };

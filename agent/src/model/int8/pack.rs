@@ -1,7 +1,7 @@
 //! Activations packed for the integer product kernels: the K=4-interleaved panels of the
-//! VNNI and AMX kernels written directly (from an im2col of NCHW planes, from a padded copy
-//! of the input with 4 channels to a word, or from rows already quantized), and the plain
-//! im2col rows other kernels' own packers take.
+//! VNNI and AMX kernels written directly (from a 1×1 convolution's input planes, from a
+//! padded copy of the input with 4 channels to a word for every other convolution, or from
+//! rows already quantized), and the plain im2col rows other kernels' own packers take.
 
 use anyhow::ensure;
 use multiversion::multiversion;
@@ -105,7 +105,7 @@ pub fn im2col_row(x: &[u8], g: &Geometry, x0: u8, k: usize, dst: &mut [i8]) {
 /// interleaved, into `blob` (reused from call to call: a fresh multi-megabyte buffer per call
 /// costs its page faults every time). tract-linalg's own packer for this layout goes byte by
 /// byte with strided reads; through it, packing was most of a convolution's time (measured on
-/// NanoDet: about 70 of 100 ms per inference). Other shapes go through [`pack_nhwc`].
+/// NanoDet: about 70 of 100 ms per inference). Other shapes go through [`pack_tap_major`].
 pub(super) fn pack_i8k4(format: &PackedI8K4, x: &[u8], g: &Geometry, blob: &mut Blob) -> TractResult<usize> {
     ensure!(g.is_pointwise(), "plane packing is for 1×1 convolutions");
     let (n, k, r) = (g.h * g.w, g.cin, format.r);
@@ -183,7 +183,13 @@ fn interleave_any(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
 /// per output row it spans, at any stride: a copy, not a transpose (measured on NanoDet, whose
 /// head's 3×3 convolutions are its heaviest: the channels-last copy this replaced, with each
 /// run gathered word by word, was 17 % of its time).
-pub(super) fn pack_nhwc(format: &PackedI8K4, x: &[u8], g: &Geometry, x0: u8, blob: &mut Blob) -> TractResult<usize> {
+pub(super) fn pack_tap_major(
+    format: &PackedI8K4,
+    x: &[u8],
+    g: &Geometry,
+    x0: u8,
+    blob: &mut Blob,
+) -> TractResult<usize> {
     let (ho, wo) = g.out_hw();
     let (n, r, c4) = (ho * wo, format.r, g.cin.div_ceil(4));
     let taps = g.kh * g.kw;
@@ -231,7 +237,7 @@ pub(super) fn pack_nhwc(format: &PackedI8K4, x: &[u8], g: &Geometry, x0: u8, blo
     Ok(panel * 4)
 }
 
-/// The phases of 4 channels in [`pack_nhwc`]'s copy (`words`, `sx` phases): each word the 4
+/// The phases of 4 channels in [`pack_tap_major`]'s copy (`words`, `sx` phases): each word the 4
 /// bytes of `four` at a pixel, shifted by −128; padding reads as the zero point `x0`, shifted
 /// like every other value. At stride 1 rows are interleaved in place; otherwise into `line`,
 /// then dealt out to the phases.
@@ -289,7 +295,7 @@ fn interleave_row(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
     interleave_any(rows.map(|row| &row[whole..]), tail, flip);
 }
 
-/// One panel of [`pack_nhwc`] (`r` columns): word `t·c4 + cb` of column `j` is
+/// One panel of [`pack_tap_major`] (`r` columns): word `t·c4 + cb` of column `j` is
 /// `image[cb·group + corners[j] + offsets[t]]`. Each run of `r` words is written in order.
 /// The columns of one output row read consecutive words: a run is one stretch per output row
 /// it spans, each copied as 16 words (`image` has 16 words of slack past its planes), later
@@ -342,7 +348,7 @@ fn gather_panel(image: &[u32], groups: (usize, usize), corners: &[usize], offset
 }
 
 thread_local! {
-    /// the phases of 4-channel words [`pack_nhwc`] reads, and a padded row of them, kept from
+    /// the phases of 4-channel words [`pack_tap_major`] reads, and a padded row of them, kept from
     /// call to call
     static SCRATCH_IMAGE: std::cell::RefCell<(Vec<u32>, Vec<u32>)> = const {
         std::cell::RefCell::new((Vec::new(), Vec::new()))
