@@ -79,9 +79,9 @@ struct Phases {
 
 impl Phases {
     fn new(g: &Geometry) -> Phases {
-        let [pt, pl, pb, pr] = g.pads;
         let (sy, sx) = g.stride;
-        let (hq, wq) = ((g.h + pt + pb).div_ceil(sy), (g.w + pl + pr).div_ceil(sx));
+        let (hp, wp) = g.padded_hw();
+        let (hq, wq) = (hp.div_ceil(sy), wp.div_ceil(sx));
         let len = hq * wq + g.kw / sx + 1;
         let reads = (0..g.kh * g.kw)
             .map(|t| {
@@ -171,9 +171,9 @@ fn fill(p: &Phases, x: &[u8], x0: u8, phases: &mut [f32], line: &mut [f32]) {
 }
 
 /// `sums[i] = Σ_t w[t] · src[reads[t] + i]` for whole runs of [`RUN`] outputs, each run held
-/// in registers across the taps. Compiled for AVX-512, AVX2 and NEON, picked at run time. A multiply and an
-/// add, not `mul_add`: outside the FMA clones (and in every unoptimised build) that is a call
-/// to a software fma per value.
+/// in registers across the taps. Compiled for AVX-512, AVX2 and NEON, picked at run time. A
+/// multiply and an add, not `mul_add`: outside the FMA clones (and in every unoptimised
+/// build) that is a call to a software fma per value.
 #[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
 fn sum_taps(src: &[f32], reads: &[usize], w: &[f32], sums: &mut [f32]) {
     debug_assert!(sums.len().is_multiple_of(RUN));

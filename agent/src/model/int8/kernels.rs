@@ -38,16 +38,17 @@ pub struct Geometry {
 
 impl Geometry {
     pub fn out_hw(&self) -> (usize, usize) {
+        let (hp, wp) = self.padded_hw();
+        ((hp - self.kh) / self.stride.0 + 1, (wp - self.kw) / self.stride.1 + 1)
+    }
+
+    /// The input's height and width with their padding.
+    pub fn padded_hw(&self) -> (usize, usize) {
         let [pt, pl, pb, pr] = self.pads;
-        ((self.h + pt + pb - self.kh) / self.stride.0 + 1, (self.w + pl + pr - self.kw) / self.stride.1 + 1)
+        (self.h + pt + pb, self.w + pl + pr)
     }
 
     /// The plain 1×1, stride 1, unpadded case: the input already is the product's matrix.
-    /// The input's width with its left and right padding.
-    pub fn padded_w(&self) -> usize {
-        self.w + self.pads[1] + self.pads[3]
-    }
-
     pub fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.pads == [0; 4]
     }

@@ -198,10 +198,10 @@ pub(super) fn pack_tap_major(
     packing_buffer(format, size, blob)?;
     let packed: &mut [u32] =
         bytemuck::try_cast_slice_mut(&mut blob.as_bytes_mut()[..size]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let [pt, _, pb, _] = g.pads;
     let (sy, sx) = g.stride;
-    let wq = g.padded_w().div_ceil(sx);
-    let phase = (g.h + pt + pb) * wq;
+    let (hp, wp) = g.padded_hw();
+    let wq = wp.div_ceil(sx);
+    let phase = hp * wq;
     // the planes of 4 channels `cb` start `cb · sx · phase` in
     let group = sx * phase;
     let plane = g.h * g.w;
@@ -244,7 +244,7 @@ pub(super) fn pack_tap_major(
 fn fill_phases(four: [&[u8]; 4], g: &Geometry, x0: u8, words: &mut [u32], line: &mut Vec<u32>) {
     let [pt, pl, _, _] = g.pads;
     let sx = g.stride.1;
-    let wq = g.padded_w().div_ceil(sx);
+    let wq = g.padded_hw().1.div_ceil(sx);
     let pad = u32::from_ne_bytes([x0 ^ 0x80; 4]);
     let phase = words.len() / sx;
     for words in words.chunks_exact_mut(phase) {

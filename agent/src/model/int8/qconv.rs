@@ -108,7 +108,7 @@ impl Expansion for QConvExpansion {
             pads: self.0.pads,
         };
         ensure!(
-            g.kh >= 1 && g.kw >= 1 && g.h + g.pads[0] + g.pads[2] >= g.kh && g.w + g.pads[1] + g.pads[3] >= g.kw,
+            g.kh >= 1 && g.kw >= 1 && g.padded_hw().0 >= g.kh && g.padded_hw().1 >= g.kw,
             "{prefix}: a {}x{} kernel does not fit its padded {}x{} input",
             g.kh,
             g.kw,
