@@ -1,10 +1,13 @@
-"""The onnxruntime side of `edge-agent bench`: times one ONNX file on raw inputs.
+"""The onnxruntime side of `edge-agent bench`: times one ONNX file on raw inputs, on request.
 
-Argument: one JSON object {model, inputs: [{file, dtype, shape}], threads, runs, warmup}, the
-inputs in the graph's order. Prints one JSON object {median_ms, p90_ms, load_ms, version}.
-The inputs are the bytes the Rust side fed tract.
+Argument: one JSON object {model, inputs: [{file, dtype, shape}], threads, warmup}, the inputs
+in the graph's order; they are the bytes the Rust side fed tract. Speaks the benchmark's
+protocol (agent/src/bench/rounds.rs): prints {load_ms, version} once loaded and warm; for each
+line N on its input, times N runs and prints {times: [ms, ...]}; at the end of its input prints
+{peak_rss_mb} and exits.
 """
 import json
+import resource
 import sys
 import time
 
@@ -26,15 +29,13 @@ feed = {
 }
 for _ in range(a["warmup"]):
     session.run(None, feed)
-times = []
-for _ in range(a["runs"]):
-    t0 = time.perf_counter()
-    session.run(None, feed)
-    times.append((time.perf_counter() - t0) * 1e3)
-times.sort()
-print(json.dumps({
-    "median_ms": float(np.median(times)),
-    "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))],
-    "load_ms": load_ms,
-    "version": ort.__version__,
-}))
+print(json.dumps({"load_ms": load_ms, "version": ort.__version__}), flush=True)
+for line in sys.stdin:
+    times = []
+    for _ in range(int(line)):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1e3)
+    print(json.dumps({"times": times}), flush=True)
+# ru_maxrss is in KiB on Linux
+print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)

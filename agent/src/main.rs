@@ -407,7 +407,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             if let Some(precision) = child_variant {
                 let target = targets.first().context("--child-variant needs --model")?;
                 let exec = if child_fake_quant { Int8Exec::FakeQuant } else { Int8Exec::Integer };
-                println!("{}", serde_json::to_string(&edge_agent::bench::measure(target, &precision, exec, &opts)?)?);
+                edge_agent::bench::serve_variant(target, &precision, exec, &opts)?;
                 return Ok(std::process::ExitCode::SUCCESS);
             }
             if profile {
@@ -426,8 +426,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             }
             if let Some(precision) = child_e2e {
                 let target = targets.first().context("--child-e2e needs --model")?;
-                let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-                let e2e = rt.block_on(edge_agent::bench::e2e::run(&catalog, &target.name, precision, runs, threads))?;
+                let e2e = edge_agent::bench::e2e::interleaved(&catalog, target, precision, &opts)?;
                 println!("{}", serde_json::to_string(&e2e)?);
                 return Ok(std::process::ExitCode::SUCCESS);
             }

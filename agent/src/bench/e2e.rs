@@ -1,7 +1,9 @@
 //! The agent end to end: one pipeline over `runs` copies of a bundled photo, through the real
 //! stages and publisher to an in-process broker, timed by a subscriber at the far side. The
 //! interval between results, in steady state, is what a device delivers per frame; comparing
-//! it with raw inference shows what everything around the model costs.
+//! it with raw inference shows what everything around the model costs. The pipeline runs
+//! [`ROUNDS`] times, with raw inference of the same model timed in the same process before
+//! each round and after the last, so both are measured over the same stretch of time.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -10,19 +12,29 @@ use anyhow::{Context, Result, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::{Deserialize, Serialize};
 
+use super::{Options, Target};
 use crate::config::{
     AgentSettings, ClassifyStage, Config, DetectStage, MqttSettings, PipelineConfig, Precision, SinkConfig,
     SourceConfig, StageConfig, Tiling,
 };
 use crate::model::{Catalog, Task};
 
+/// Pipeline runs in one measurement, each between two batches of raw inference.
+pub const ROUNDS: usize = 3;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EndToEnd {
+    /// Frames per round.
     pub frames: usize,
-    /// (last result - first result) / (frames - 1): steady state, model loading excluded.
+    pub rounds: usize,
+    /// (last result - first result) / (frames - 1): steady state, model loading excluded; the
+    /// median over the rounds.
     pub ms_per_frame: f64,
     /// Median inference time the pipeline itself reported for those frames.
     pub inference_ms: f64,
+    /// Median raw inference time of the same model and precision in the same process, timed
+    /// between the rounds.
+    pub raw_ms: f64,
     pub photo: String,
     pub peak_rss_mb: f64,
 }
@@ -47,6 +59,29 @@ fn stage(model: &str, task: &Task, precision: Precision) -> StageConfig {
             on: vec![],
         }),
     }
+}
+
+/// [`ROUNDS`] runs of [`run`] over `opts.runs` frames, between batches of `opts.runs` raw
+/// inferences of the same graph in this process.
+pub fn interleaved(catalog: &Catalog, target: &Target, precision: Precision, opts: &Options) -> Result<EndToEnd> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut raw = super::time_here(target, &precision, opts)?;
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        rounds.push(rt.block_on(run(catalog, &target.name, precision.clone(), opts.runs, opts.threads))?);
+        raw.extend(super::time_here(target, &precision, opts)?);
+    }
+    let median = |f: fn(&EndToEnd) -> f64| super::median_p90(&mut rounds.iter().map(f).collect::<Vec<_>>()).0;
+    let (ms_per_frame, inference_ms) = (median(|e| e.ms_per_frame), median(|e| e.inference_ms));
+    let last = rounds.pop().context("no rounds")?;
+    Ok(EndToEnd {
+        rounds: ROUNDS,
+        ms_per_frame,
+        inference_ms,
+        raw_ms: super::median_p90(&mut raw).0,
+        peak_rss_mb: super::peak_rss_mb(),
+        ..last
+    })
 }
 
 /// Runs the pipeline for `model` at `precision` over `frames` photos and times the results.
@@ -119,8 +154,10 @@ pub async fn run(
     let mut inference: Vec<f64> = seen.iter().map(|s| s.1).filter(|x| x.is_finite()).collect();
     Ok(EndToEnd {
         frames,
+        rounds: 1,
         ms_per_frame: span / (frames - 1) as f64,
         inference_ms: super::median_p90(&mut inference).0,
+        raw_ms: f64::NAN,
         photo: photo.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
         peak_rss_mb: super::peak_rss_mb(),
     })

@@ -1,14 +1,16 @@
 //! `edge-agent bench`: every shipped model timed side by side in one run. For each model, tract
-//! at fp32 and at int8 as shipped (each in its own child process, so each has its own peak
-//! RSS and load time), onnxruntime at both precisions on the same input bytes when its venv
-//! is there, the model's MAC count and the share of this core's peak it reaches, and the agent
-//! end to end (photos in, results published to a broker) against raw inference.
+//! at fp32 and at int8 as shipped, and onnxruntime at both precisions on the same input bytes
+//! when its venv is there, each in its own process (its own peak RSS and load time) and all
+//! timed in turns over the same stretch of time ([`rounds`]); the model's MAC count and the
+//! share of this core's peak it reaches; and the agent end to end (photos in, results
+//! published to a broker) against raw inference timed in the same process.
 
 pub mod cost;
 pub mod e2e;
 pub mod inputs;
 pub mod profile;
 pub mod reference;
+pub mod rounds;
 mod table;
 
 use std::collections::BTreeMap;
@@ -130,7 +132,8 @@ pub struct Report {
     pub peak_fraction_fp32: Option<f64>,
     pub peak_fraction_int8: Option<f64>,
     pub e2e: Option<e2e::EndToEnd>,
-    /// e2e ms per frame / tract int8 raw inference ms.
+    /// e2e ms per frame / raw inference ms of the same precision, timed in the end-to-end
+    /// run's process between its rounds.
     pub e2e_over_raw: Option<f64>,
     pub tract: BTreeMap<String, Variant>,
     pub onnxruntime: BTreeMap<String, reference::Timing>,
@@ -172,35 +175,66 @@ pub fn variants(target: &Target) -> Vec<(String, Precision, Int8Exec)> {
     out
 }
 
-/// Loads and times one precision of a target here (the child process's work).
-pub fn measure(target: &Target, precision: &Precision, exec: Int8Exec, opts: &Options) -> Result<Variant, BenchError> {
-    let (path, hint) = target.files.get(precision).cloned().ok_or_else(|| BenchError::Model {
-        path: PathBuf::from(&target.name),
-        message: format!("no {precision} variant"),
-    })?;
-    let err = |message: String| BenchError::Model { path: path.clone(), message };
-    if !path.is_file() {
-        return Err(err(format!("missing (make it with {})", hint.unwrap_or_default())));
+/// One precision of a target loaded here and warmed up: its file, load time, plan and input.
+struct Loaded {
+    path: PathBuf,
+    load_ms: f64,
+    plan: Arc<TypedRunnableModel>,
+    input: TVec<TValue>,
+}
+
+impl Loaded {
+    fn new(target: &Target, precision: &Precision, exec: Int8Exec) -> Result<Loaded, BenchError> {
+        let (path, hint) = target.files.get(precision).cloned().ok_or_else(|| BenchError::Model {
+            path: PathBuf::from(&target.name),
+            message: format!("no {precision} variant"),
+        })?;
+        let err = |message: String| BenchError::Model { path: path.clone(), message };
+        if !path.is_file() {
+            return Err(err(format!("missing (make it with {})", hint.unwrap_or_default())));
+        }
+        let load = || -> TractResult<Loaded> {
+            let started = Instant::now();
+            let plan = plan(target, &path, exec)?;
+            let load_ms = started.elapsed().as_secs_f64() * 1e3;
+            let input = feed(target)?;
+            for _ in 0..3 {
+                plan.run(input.clone())?;
+            }
+            Ok(Loaded { path: path.clone(), load_ms, plan, input })
+        };
+        load().map_err(|e| err(format!("{e:#}")))
     }
-    let run = || -> TractResult<Variant> {
-        let started = Instant::now();
-        let plan = plan(target, &path, exec)?;
-        let load_ms = started.elapsed().as_secs_f64() * 1e3;
-        let x = feed(target)?;
-        for _ in 0..3 {
-            plan.run(x.clone())?;
-        }
-        let mut times = Vec::with_capacity(opts.runs);
-        for _ in 0..opts.runs {
-            let t = Instant::now();
-            plan.run(x.clone())?;
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        let (median_ms, p90_ms) = median_p90(&mut times);
-        let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        Ok(Variant { file: path.clone(), file_bytes, load_ms, median_ms, p90_ms, peak_rss_mb: peak_rss_mb() })
-    };
-    engine::with_threads(opts.threads, run).map_err(|e| err(format!("{e:#}")))
+
+    fn run(&self) -> TractResult<()> {
+        self.plan.run(self.input.clone()).map(drop)
+    }
+}
+
+/// Loads one precision of a target here, warms it up and times it on request (the child
+/// process's work; see [`rounds`]).
+pub fn serve_variant(target: &Target, precision: &Precision, exec: Int8Exec, opts: &Options) -> anyhow::Result<()> {
+    engine::with_threads(opts.threads, || {
+        let loaded = Loaded::new(target, precision, exec)?;
+        let file_bytes = std::fs::metadata(&loaded.path).map(|m| m.len()).unwrap_or(0);
+        let ready = serde_json::json!({ "file": loaded.path, "file_bytes": file_bytes, "load_ms": loaded.load_ms });
+        rounds::serve(ready, || loaded.run())
+    })
+}
+
+/// `runs` timings of one precision of a target, in this process (the raw inference the end
+/// to end run is compared with, timed just before and after it).
+pub fn time_here(target: &Target, precision: &Precision, opts: &Options) -> anyhow::Result<Vec<f64>> {
+    engine::with_threads(opts.threads, || {
+        let loaded = Loaded::new(target, precision, Int8Exec::Integer)?;
+        (0..opts.runs)
+            .map(|_| {
+                let t = Instant::now();
+                loaded.run()?;
+                Ok(t.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect()
+    })
 }
 
 /// The median and 90th percentile of `times` (sorted in place).
@@ -243,31 +277,66 @@ pub fn target_macs(target: &Target) -> Option<u64> {
 /// Measures one target: each tract variant in a child process (`exe`), onnxruntime, e2e.
 pub fn report(exe: &Path, overrides: &[String], target: &Target, opts: &Options) -> Report {
     let mut missing = Vec::new();
-    let mut tract = BTreeMap::new();
+    // every engine loaded first, then timed in turns (see [`rounds`])
+    let mut runners = Vec::new();
     for (key, precision, exec) in variants(target) {
-        let mut extra = overrides.to_vec();
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(["bench", "--model", &target.name, "--child-variant", &precision.to_string()])
+            .args(["--threads", &opts.threads.to_string()])
+            .args(overrides)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
         if exec == Int8Exec::FakeQuant {
-            extra.push("--child-fake-quant".into());
+            cmd.arg("--child-fake-quant");
         }
-        let measured = child(exe, &extra, target, &precision, opts, "--child-variant")
-            .and_then(|v| serde_json::from_value::<Variant>(v).map_err(|e| e.to_string()));
-        match measured {
-            Ok(v) => {
-                tract.insert(key, v);
-            }
-            Err(e) => missing.push(format!("tract {key}: {e}")),
+        match rounds::Runner::start(&format!("tract {key}"), cmd) {
+            Ok(r) => runners.push(r),
+            Err(e) => missing.push(e),
         }
     }
-    let mut onnxruntime = BTreeMap::new();
+    // onnxruntime reads its inputs from files, kept until it is done
+    let mut inputs_dir = None;
     if opts.reference {
         match reference::python() {
             None => missing.push("onnxruntime: no venv (make it with scripts/make-bench-venv.sh)".into()),
-            Some(python) => match ort_all(&python, target, opts) {
-                Ok(t) => onnxruntime = t,
+            Some(python) => match start_ort(&python, target, opts) {
+                Ok((dir, started)) => {
+                    inputs_dir = Some(dir);
+                    runners.extend(started);
+                }
                 Err(e) => missing.push(e),
             },
         }
     }
+    missing.extend(rounds::interleave(&mut runners, opts.runs));
+    let mut tract = BTreeMap::new();
+    let mut onnxruntime = BTreeMap::new();
+    for mut runner in runners {
+        let mut times = std::mem::take(&mut runner.times);
+        let ready = runner.ready.clone();
+        let name = runner.name.clone();
+        let last = match runner.finish() {
+            Ok(last) => last,
+            Err(e) => {
+                missing.push(e);
+                continue;
+            }
+        };
+        if let Some(key) = name.strip_prefix("onnxruntime ") {
+            onnxruntime.insert(key.to_string(), reference::timing(&ready, &mut times, &last));
+        } else if let Some(key) = name.strip_prefix("tract ") {
+            let (median_ms, p90_ms) = median_p90(&mut times);
+            let v = Variant {
+                file: ready["file"].as_str().map(PathBuf::from).unwrap_or_default(),
+                file_bytes: ready["file_bytes"].as_u64().unwrap_or(0),
+                load_ms: ready["load_ms"].as_f64().unwrap_or(f64::NAN),
+                median_ms,
+                p90_ms,
+                peak_rss_mb: last["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
+            };
+            tract.insert(key.to_string(), v);
+        }
+    }
+    drop(inputs_dir);
     let e2e = if opts.e2e && target.task.is_some() {
         match child(exe, overrides, target, &Precision::Int8, opts, "--child-e2e") {
             Ok(v) => serde_json::from_value::<e2e::EndToEnd>(v).map_err(|e| missing.push(format!("e2e: {e}"))).ok(),
@@ -301,7 +370,7 @@ pub fn report(exe: &Path, overrides: &[String], target: &Target, opts: &Options)
         tract_over_onnxruntime_int8: ratio(int8, ort("int8")),
         peak_fraction_fp32: macs.zip(fp32).and_then(|(m, t)| cpu.fraction(m, t, false)),
         peak_fraction_int8: macs.zip(int8).and_then(|(m, t)| cpu.fraction(m, t, true)),
-        e2e_over_raw: ratio(e2e.as_ref().map(|e| e.ms_per_frame), int8),
+        e2e_over_raw: e2e.as_ref().map(|e| e.ms_per_frame / e.raw_ms),
         e2e,
         tract,
         onnxruntime,
@@ -310,7 +379,12 @@ pub fn report(exe: &Path, overrides: &[String], target: &Target, opts: &Options)
     }
 }
 
-fn ort_all(python: &Path, target: &Target, opts: &Options) -> Result<BTreeMap<String, reference::Timing>, String> {
+/// onnxruntime on each precision of `target`, loaded and warm; the folder of their inputs.
+fn start_ort(
+    python: &Path,
+    target: &Target,
+    opts: &Options,
+) -> Result<(tempfile::TempDir, Vec<rounds::Runner>), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut fed = Vec::new();
     for (i, input) in input_specs(target).map_err(|e| format!("{e:#}"))?.iter().enumerate() {
@@ -319,14 +393,13 @@ fn ort_all(python: &Path, target: &Target, opts: &Options) -> Result<BTreeMap<St
         std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
         fed.push(reference::Fed { path, dtype, shape: input.shape.clone() });
     }
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     for (precision, (path, _)) in &target.files {
         if path.is_file() {
-            let t = reference::time(python, path, &fed, opts.threads, opts.runs)?;
-            out.insert(precision.to_string(), t);
+            out.push(reference::start(python, path, &fed, opts.threads, &format!("onnxruntime {precision}"))?);
         }
     }
-    Ok(out)
+    Ok((dir, out))
 }
 
 /// Runs `exe bench --model NAME <mode> PRECISION --json` and parses its one JSON line.

@@ -180,11 +180,7 @@ impl Head {
     /// Class logits for one embedding (`input_dim` values).
     pub fn logits(&self, embedding: &[f32]) -> Vec<f32> {
         let d = self.manifest.input_dim;
-        self.weight
-            .chunks_exact(d)
-            .zip(&self.bias)
-            .map(|(row, b)| row.iter().zip(embedding).map(|(w, x)| w * x).sum::<f32>() + b)
-            .collect()
+        self.weight.chunks_exact(d).zip(&self.bias).map(|(row, b)| dot(row, embedding) + b).collect()
     }
 
     /// Softmax probabilities; `None` when the embedding has the wrong size or the result is
@@ -209,6 +205,24 @@ impl Head {
             })
             .collect()
     }
+}
+
+/// `Σ a·b` in 16 running partial sums, which the compiler keeps in vector registers. A plain
+/// float `sum` must add in order and stays scalar: measured 1.1 ms per frame for the
+/// 1000-class ImageNet head (1.3 M products), a tenth of EfficientNet-Lite0's whole int8
+/// inference, spent on the inference thread after the backbone.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let mut acc = [0f32; LANES];
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Numerically stable softmax.
@@ -270,6 +284,17 @@ pub(crate) mod tests {
         let n = bytes.len();
         bytes.truncate(n - 4);
         assert!(Head::from_bytes(&bytes).is_err(), "truncated data");
+    }
+
+    #[test]
+    fn dot_products_of_any_length_match_a_plain_sum() {
+        for n in [0, 1, 15, 16, 17, 1280, 1283] {
+            let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 53 % 89) as f32 - 44.0) / 13.0).collect();
+            let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            let got = dot(&a, &b) as f64;
+            assert!((got - exact).abs() <= 1e-4 * (1.0 + exact.abs()), "n={n}: {got} vs {exact}");
+        }
     }
 
     #[test]
