@@ -1,11 +1,12 @@
 //! Pipelines: built from config (every component builds itself; errors collected with their
-//! path), then spawned as a source thread and an inference thread joined by a bounded link,
-//! feeding the shared results channel that the MQTT publisher drains.
+//! path), then spawned as threads joined by bounded links, the last feeding the shared results
+//! channel that the MQTT publisher drains. A frame pipeline has four threads, so that on a
+//! multi-core board the model's thread does nothing but run the model:
 //!
 //! ```text
-//! [src-<name> thread] --capture link--> [infer-<name> thread] --results channel--> publisher task
-//!   FrameSource         keep-latest        Stage::process          blocks when full
-//!                       or block
+//! [src-<name>] --capture link--> [prep-<name>] --1, block--> [infer-<name>] --1, block--> [post-<name>] --results channel--> publisher task
+//!  FrameSource   keep-latest      Stage::prepare              Stage::infer                 Stage::post,     blocks when full
+//!                or block         (resize, normalise)         (the models)                 JSON payload
 //! ```
 
 mod audio;
@@ -195,30 +196,43 @@ fn spawn_vision(
             }
             Ok(())
         })?;
-        let inf_stats = stats.clone();
-        let inf_name = name.clone();
+        // decoding, NMS or the head, and the payload, run beside the model, one frame behind
+        // it: the same one-frame blocking link
+        let (itx, irx, _) = link(1, Policy::Block);
+        let infer_stage = stage.clone();
         let infer_thread = std::thread::Builder::new().name(thread_name("infer", &name)).spawn(move || {
             crate::model::with_threads(threads, || {
-                infer_loop(&inf_name, &stage, skip_empty, &prx, &inf_stats, &publish)
-            })
+                for (frame, prepared) in prx.iter() {
+                    let inferred = prepared.and_then(|p| infer_stage.infer(&frame, p));
+                    if itx.send((frame, inferred)).is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok(())
         })?;
-        Ok(Running { name, stats, threads: vec![source_thread, prep_thread, infer_thread] })
+        let post_stats = stats.clone();
+        let post_name = name.clone();
+        let post_thread = std::thread::Builder::new()
+            .name(thread_name("post", &name))
+            .spawn(move || post_loop(&post_name, &stage, skip_empty, &irx, &post_stats, &publish))?;
+        Ok(Running { name, stats, threads: vec![source_thread, prep_thread, infer_thread, post_thread] })
     }
 }
 
-/// The inference thread's loop: every prepared frame through the stage, each result to the
-/// publisher.
-fn infer_loop(
+/// The last thread's loop: every frame's model outputs through the rest of the stage, each
+/// result to the publisher.
+fn post_loop(
     name: &str,
     stage: &Stage,
     skip_empty: bool,
-    rx: &crate::link::LinkReceiver<(crate::source::Frame, Result<stage::Prepared, stage::StageError>)>,
+    rx: &crate::link::LinkReceiver<(crate::source::Frame, Result<stage::Inferred, stage::StageError>)>,
     stats: &PipelineStats,
     publish: &Publish,
 ) -> Result<(), PipelineError> {
     let mut seq = 0u64;
-    for (frame, prepared) in rx.iter() {
-        match prepared.and_then(|p| stage.finish(&frame, p)) {
+    for (frame, inferred) in rx.iter() {
+        match inferred.and_then(|i| stage.post(&frame, i)) {
             Ok(result) => {
                 stats.record_inference(result.inference().as_secs_f32() * 1000.0);
                 if skip_empty && result.is_empty() {

@@ -22,6 +22,15 @@ pub enum Prepared {
     Classify(crate::vision::embed::Prepared),
 }
 
+/// A frame's model outputs made by [`Stage::infer`], for [`Stage::post`].
+pub enum Inferred {
+    Detect(crate::vision::detector::Inferred),
+    /// The backbone's embedding and its time.
+    Classify(Vec<f32>, Duration),
+    /// Nothing left to do after the models.
+    Done(StageOutput),
+}
+
 pub enum Stage {
     Detect(Detector),
     Classify(Classifier),
@@ -126,16 +135,41 @@ impl Stage {
 
     /// The rest of [`Stage::process`], from prepared inputs.
     pub fn finish(&self, frame: &Frame, prepared: Prepared) -> Result<StageOutput, StageError> {
+        let inferred = self.infer(frame, prepared)?;
+        self.post(frame, inferred)
+    }
+
+    /// The models' part of [`Stage::finish`]: the inference thread's work.
+    pub fn infer(&self, frame: &Frame, prepared: Prepared) -> Result<Inferred, StageError> {
         match (self, prepared) {
-            (Stage::Detect(d), Prepared::Detect(p)) => Ok(StageOutput::Detections(d.detect_prepared(&frame.image, p)?)),
-            (Stage::Classify(c), Prepared::Classify(p)) => Ok(StageOutput::Classification(c.classify_prepared(p)?)),
+            (Stage::Detect(d), Prepared::Detect(p)) => Ok(Inferred::Detect(d.infer(p)?)),
+            (Stage::Classify(c), Prepared::Classify(p)) => {
+                let (embedding, took) = c.backbone.embed_prepared(p).map_err(ClassifyError::from)?;
+                Ok(Inferred::Classify(embedding, took))
+            }
+            // the crops are more inference: all of it here
             (Stage::DetectClassify(d, c), Prepared::Detect(p)) => {
                 let mut out = d.detect_prepared(&frame.image, p)?;
                 let crops = c.classify_detections(&frame.image, &mut out)?;
                 out.inference += crops;
-                Ok(StageOutput::Detections(out))
+                Ok(Inferred::Done(StageOutput::Detections(out)))
             }
             // prepare() made it from this same stage
+            (_, _) => Ok(Inferred::Done(self.process(frame)?)),
+        }
+    }
+
+    /// The rest after [`Stage::infer`]: decoding and NMS, or the head.
+    pub fn post(&self, frame: &Frame, inferred: Inferred) -> Result<StageOutput, StageError> {
+        match (self, inferred) {
+            (_, Inferred::Done(out)) => Ok(out),
+            (Stage::Detect(d) | Stage::DetectClassify(d, _), Inferred::Detect(i)) => {
+                Ok(StageOutput::Detections(d.decode(&frame.image, i)?))
+            }
+            (Stage::Classify(c) | Stage::DetectClassify(_, c), Inferred::Classify(embedding, took)) => {
+                Ok(StageOutput::Classification(c.label(&embedding, took)?))
+            }
+            // infer() made it from this same stage
             (_, _) => self.process(frame),
         }
     }

@@ -1,5 +1,7 @@
 //! A classifier: a backbone plus a head slot. It classifies a whole frame, or each detected box
-//! of the chosen labels (detect -> crop -> classify). `classify_*` are blocking.
+//! of the chosen labels (detect -> crop -> classify). `classify_*` are blocking. A pipeline
+//! runs the backbone on its inference thread and the head ([`Classifier::label`]) on the
+//! thread after it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +50,12 @@ impl Classifier {
     /// Classifies a whole frame prepared by `self.backbone.prepare(frame, None)`.
     pub fn classify_prepared(&self, prepared: super::embed::Prepared) -> Result<ClassifyOutput, ClassifyError> {
         let (embedding, inference) = self.backbone.embed_prepared(prepared)?;
-        let c = self.slot.classify(&embedding, self.top_k)?;
+        self.label(&embedding, inference)
+    }
+
+    /// The head's labels for a frame's embedding, which took `inference` in the backbone.
+    pub fn label(&self, embedding: &[f32], inference: Duration) -> Result<ClassifyOutput, ClassifyError> {
+        let c = self.slot.classify(embedding, self.top_k)?;
         Ok(ClassifyOutput {
             labels: c.labels,
             head_name: c.head_name,

@@ -1,13 +1,14 @@
 //! A detector: one shared model plus one stage's settings (threshold, NMS, class filter,
-//! tiling). `detect` is blocking; it runs on an inference thread. A pipeline splits it in two:
-//! `prepare` (letterboxing every pass into its input tensor) on its own thread, and
-//! `detect_prepared` (the model, decoding, NMS) on the inference thread, so the next frame is
-//! prepared while this one runs.
+//! tiling). `detect` is blocking. A pipeline splits it in three, each on its own thread:
+//! `prepare` (letterboxing every pass into its input tensor), `infer` (the model alone) and
+//! `decode` (decoding, NMS), so the next frame is prepared and the previous one decoded while
+//! this one is in the model.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use image::RgbImage;
+use tract_onnx::prelude::{TValue, Tensor};
 
 use super::{Candidate, Detection, decode, nms, preprocess, tiling};
 use crate::config::DetectStage;
@@ -38,7 +39,14 @@ pub struct DetectOutput {
 /// A frame's input tensors, one per pass, made for the model version they will run on.
 pub struct Prepared {
     model: Arc<LoadedModel>,
-    passes: Vec<(tract_onnx::prelude::Tensor, preprocess::Transform)>,
+    passes: Vec<(Tensor, preprocess::Transform)>,
+}
+
+/// A frame's model outputs, one set per pass, waiting to be decoded.
+pub struct Inferred {
+    model: Arc<LoadedModel>,
+    passes: Vec<(Vec<TValue>, preprocess::Transform)>,
+    inference: Duration,
 }
 
 pub struct Detector {
@@ -87,16 +95,31 @@ impl Detector {
 
     /// Runs the model on `prepared`'s passes over `frame` and merges what they found.
     pub fn detect_prepared(&self, frame: &RgbImage, prepared: Prepared) -> Result<DetectOutput, DetectError> {
+        self.decode(frame, self.infer(prepared)?)
+    }
+
+    /// The model's outputs for every pass of `prepared`.
+    pub fn infer(&self, prepared: Prepared) -> Result<Inferred, DetectError> {
         let Prepared { model, passes } = prepared;
+        let mut inference = Duration::ZERO;
+        let mut outputs = Vec::with_capacity(passes.len());
+        for (input, transform) in passes {
+            let (out, took) = model.run(input)?;
+            inference += took;
+            outputs.push((out, transform));
+        }
+        Ok(Inferred { model, passes: outputs, inference })
+    }
+
+    /// The detections in `inferred`'s outputs, in `frame`'s pixels, merged over its passes.
+    pub fn decode(&self, frame: &RgbImage, inferred: Inferred) -> Result<DetectOutput, DetectError> {
+        let Inferred { model, passes, inference } = inferred;
         let manifest = &model.entry.manifest;
         let spec = &manifest.input;
         let threshold = self.stage.threshold.unwrap_or(manifest.default_threshold);
         let npasses = passes.len();
         let mut all: Vec<Candidate> = Vec::new();
-        let mut inference = Duration::ZERO;
-        for (input, transform) in passes {
-            let (outputs, took) = model.run(input)?;
-            inference += took;
+        for (outputs, transform) in passes {
             let mut cands = decode::decode(
                 &manifest.decoder,
                 &outputs,
