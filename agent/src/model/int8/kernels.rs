@@ -385,6 +385,9 @@ pub(super) mod tests {
             g(32, 6, 5, 8, 3, 1, [1, 1, 1, 1]),
             // rows wider than a panel: most panels one copy per run
             g(8, 4, 37, 8, 3, 1, [1, 1, 1, 1]),
+            // rows the depthwise loop converts and requantizes in place (at stride 1 and 2)
+            g(4, 3, 60, 4, 3, 1, [1, 1, 1, 1]),
+            g(4, 5, 100, 4, 5, 2, [2, 2, 2, 2]),
         ]
     }
 
