@@ -244,7 +244,7 @@ impl HeadSlot {
 const EVENT_QUEUE: usize = 64;
 
 impl HeadSlot {
-    /// Hands an event to the updates thread without waiting (an inference thread calls this);
+    /// Hands an event to the updates thread without waiting (a pipeline's post thread calls this);
     /// one that does not fit is logged, the rollback itself has already happened.
     fn report(&self, event: SlotEvent) {
         if let Err(e) = self.events.try_send(event) {
