@@ -13,6 +13,8 @@ use tract_onnx::tract_core::ops::math;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 use tract_onnx::tract_hir::internal::*;
 
+use multiversion::multiversion;
+
 use super::kernels::saturate_u8;
 use super::qdq::Qdq;
 use super::rewrite::{Index, attr, substitute};
@@ -242,10 +244,7 @@ impl EvalOp for JoinU8 {
             let t = &self.terms;
             match self.kind {
                 Kind::Add => {
-                    let c = t.add + t.offsets[0] + t.offsets[1];
-                    for ((o, &a), &b) in out.iter_mut().zip(xs[0]).zip(xs[1]) {
-                        *o = saturate_u8(a as f32 * t.mul[0] + b as f32 * t.mul[1] + c);
-                    }
+                    add(xs[0], xs[1], (t.mul[0], t.mul[1]), t.add + t.offsets[0] + t.offsets[1], out);
                 }
                 Kind::Concat(axis) => {
                     let rank = shape.len() as i64;
@@ -283,6 +282,16 @@ impl TypedOp for JoinU8 {
     }
 
     as_op!();
+}
+
+/// `out = saturate(a · mul.0 + b · mul.1 + c)`: two u8 tensors of the same shape added in
+/// their output's scale. Compiled for AVX-512, AVX2 and NEON and picked at run time (in
+/// baseline SSE2 the additions were 4 % of NanoDet).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn add(a: &[u8], b: &[u8], mul: (f32, f32), c: f32, out: &mut [u8]) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = saturate_u8(a as f32 * mul.0 + b as f32 * mul.1 + c);
+    }
 }
 
 #[cfg(test)]

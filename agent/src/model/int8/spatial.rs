@@ -15,6 +15,8 @@ use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, attribute_proto::Att
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 use tract_onnx::tract_hir::internal::*;
 
+use multiversion::multiversion;
+
 use super::kernels::saturate_u8;
 use super::rewrite::{Index, attr, substitute};
 
@@ -235,7 +237,9 @@ impl TypedOp for SpatialU8 {
 }
 
 /// One plane's max pooling; windows are clipped to the plane (a padded cell never wins: it
-/// reads as 0, the least u8, and every window holds at least one real cell).
+/// reads as 0, the least u8, and every window holds at least one real cell). Compiled for
+/// AVX-512, AVX2 and NEON and picked at run time, as is [`resize`].
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx2", "x86_64+avx2", "aarch64+neon"))]
 fn max_pool(
     x: &[u8],
     (h, w): (usize, usize),
@@ -286,6 +290,7 @@ fn taps(o: usize, n: usize, scale: f32) -> (usize, usize, f32) {
 /// row is interpolated along x once, then each output row blends two of those (the same
 /// arithmetic as per output, in the same order, so the same values; see [`max_pool`] for
 /// what per-output work cost).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
 fn resize(x: &[u8], (h, w): (usize, usize), y: &mut [u8], (oh, ow): (usize, usize), scale: (f32, f32)) {
     let cols: Vec<_> = (0..ow).map(|o| taps(o, w, scale.1)).collect();
     let mut along_x = vec![0f32; h * ow];
