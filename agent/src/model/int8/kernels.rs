@@ -13,14 +13,14 @@
 use std::sync::Mutex;
 
 use multiversion::multiversion;
-use tract_linalg::MmmDispatch;
-use tract_linalg::mmm::{AsInputValue, EagerPackedInput, FusedSpec, MMMInputValue, MatMatMul, PackedExoticFact, Query};
+use tract_linalg::mmm::{AsInputValue, EagerPackedInput, FusedSpec, MMMInputValue, MatMatMul, PackedExoticFact};
 use tract_linalg::pack::PackedI8K4;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use tract_onnx::prelude::*;
 
 use super::pack::{im2col_row, pack_i8k4, pack_rows_k4, pack_tap_major};
+use super::tune::{candidates, pick};
 
 /// Shape of one 2-D convolution, batch 1, NCHW.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,27 +166,47 @@ impl PackedWeights {
     /// with zero weights) so that [`pack_tap_major`] can fill the panels from a copy of the input,
     /// 4 channels to a word (measured: im2col rows then interleaving were two fifths of
     /// NanoDet's time; for the 3-channel first layers, im2col rows were 4 % of NanoDet).
+    ///
+    /// Where the core has two kinds of kernel for the product (AMX and AVX-512 VNNI), the
+    /// weights are packed for both and the one that runs this layer faster is kept
+    /// ([`super::tune`]): neither wins everywhere (measured on NanoDet: AMX 10 % faster on its
+    /// 128-channel 3×3 layers, VNNI 40 % faster on its 32-channel ones).
     pub fn conv(w: &[i8], g: &Geometry, n: Option<usize>) -> TractResult<PackedWeights> {
+        super::tune::fastest(Self::conv_options(w, g, n)?, g)
+    }
+
+    /// The weights of [`PackedWeights::conv`] packed for each candidate kernel.
+    fn conv_options(w: &[i8], g: &Geometry, n: Option<usize>) -> TractResult<Vec<PackedWeights>> {
         let (m, taps) = (g.cout, g.kh * g.kw);
         let k = g.cin * taps;
         ensure!(w.len() == m * k, "convolution weights of {} values, expected {}", w.len(), m * k);
+        let w = Tensor::from_shape(&[m, g.cin, taps], w)?;
         let (mmm, packing) = pick(m, k, n)?;
         let k4 = mmm.packings()[packing].1.downcast_ref::<PackedI8K4>().is_some();
-        let w = Tensor::from_shape(&[m, g.cin, taps], w)?;
-        if !k4 || g.is_pointwise() {
-            let a = mmm.packings()[packing].0.prepare_one(&w.into_shape(&[m, k])?, 1, 0)?;
-            return Ok(PackedWeights { mmm, packing, a: Arc::new(a), m, k, tap_major: false });
-        }
-        let cin4 = g.cin.next_multiple_of(4);
-        let mut padded = Tensor::zero::<i8>(&[m, cin4, taps])?;
-        padded.assign_slice(0..g.cin, &w, 0..g.cin, 1)?;
-        let k = cin4 * taps;
-        let w = padded.permute_axes(&[0, 2, 1])?.into_shape(&[m, k])?;
-        // the deeper product may take another kernel
-        let (mmm, packing) = pick(m, k, n)?;
-        ensure!(mmm.packings()[packing].1.downcast_ref::<PackedI8K4>().is_some(), "tap-major packing needs K=4 panels");
-        let a = mmm.packings()[packing].0.prepare_one(&w, 1, 0)?;
-        Ok(PackedWeights { mmm, packing, a: Arc::new(a), m, k, tap_major: true })
+        Ok(if !k4 || g.is_pointwise() {
+            let w = w.into_shape(&[m, k])?;
+            candidates(m, k, n, !k4)?
+                .into_iter()
+                .map(|(mmm, packing)| {
+                    let a = mmm.packings()[packing].0.prepare_one(&w, 1, 0)?;
+                    Ok(PackedWeights { mmm, packing, a: Arc::new(a), m, k, tap_major: false })
+                })
+                .collect::<TractResult<Vec<_>>>()?
+        } else {
+            let cin4 = g.cin.next_multiple_of(4);
+            let mut padded = Tensor::zero::<i8>(&[m, cin4, taps])?;
+            padded.assign_slice(0..g.cin, &w, 0..g.cin, 1)?;
+            let k = cin4 * taps;
+            let w = padded.permute_axes(&[0, 2, 1])?.into_shape(&[m, k])?;
+            // the deeper product may take other kernels; each must take K=4 panels
+            candidates(m, k, n, false)?
+                .into_iter()
+                .map(|(mmm, packing)| {
+                    let a = mmm.packings()[packing].0.prepare_one(&w, 1, 0)?;
+                    Ok(PackedWeights { mmm, packing, a: Arc::new(a), m, k, tap_major: true })
+                })
+                .collect::<TractResult<Vec<_>>>()?
+        })
     }
 
     pub fn kernel_name(&self) -> &str {
@@ -284,39 +304,6 @@ impl PackedWeights {
     }
 }
 
-/// The best i8 × i8 → i32 kernel for an `m × k` by `k × n` product on this core, and its
-/// packing.
-fn pick(m: usize, k: usize, n: Option<usize>) -> TractResult<(Box<dyn MatMatMul>, usize)> {
-    let query = Query {
-        weight: i8::datum_type().into(),
-        activation: i8::datum_type(),
-        accumulators: tvec!(i32::datum_type()),
-        store: Some(i32::datum_type()),
-        allow_extractor: false,
-        m: Some(m),
-        k: Some(k),
-        n,
-    };
-    let dispatch = MmmDispatch::native();
-    // AMX multiplies 64 bytes of K at a time: a shallower product pays for padding and
-    // tile setup (measured: a 16-deep 1x1 convolution of EfficientNet at 2.3 GMAC/s on the
-    // AMX 8x8 kernel); there the best of the other kernels does the work
-    let shallow = (k < 64)
-        .then(|| {
-            let mut others: Vec<_> =
-                dispatch.suitable(&query).into_iter().filter(|s| !s.0.name().contains("amx")).collect();
-            others.sort_by_key(|s| std::cmp::Reverse(s.0.mr() * s.0.nr()));
-            others.into_iter().next()
-        })
-        .flatten();
-    let (mmm, packing, extractor) = match shallow {
-        Some(s) => s,
-        None => dispatch.pick(&query).context("no i8 x i8 -> i32 product kernel on this core")?,
-    };
-    ensure!(extractor.is_none(), "the picked kernel needs a panel extractor");
-    Ok((mmm, packing))
-}
-
 /// The right-hand operand of a product, before packing.
 enum Activations<'a> {
     /// the im2col matrix of a u8 activation map, `[k, n]`
@@ -389,6 +376,31 @@ pub(super) mod tests {
             g(4, 3, 60, 4, 3, 1, [1, 1, 1, 1]),
             g(4, 5, 100, 4, 5, 2, [2, 2, 2, 2]),
         ]
+    }
+
+    #[test]
+    fn every_candidate_kernel_gives_the_same_sums() -> TractResult<()> {
+        // the kernel is chosen by timing: whichever wins, the answer must be the same
+        let (mut compared, mut amx) = (0, 0);
+        for (i, g) in geometries().into_iter().enumerate() {
+            let x = data(g.cin * g.h * g.w, 30 + i as u32);
+            let w: Vec<i8> = data(g.cout * g.cin * g.kh * g.kw, 60 + i as u32).iter().map(|&v| v as i8).collect();
+            let (ho, wo) = g.out_hw();
+            let mut sums = Vec::new();
+            for option in PackedWeights::conv_options(&w, &g, Some(ho * wo))? {
+                let mut c = Tensor::zero::<i32>(&[g.cout, ho * wo])?;
+                option.product(&x, &g, 99, &mut c)?;
+                sums.push((option.kernel_name().to_string(), c));
+            }
+            amx += sums.iter().any(|(name, _)| name.contains("amx")) as usize;
+            for (name, c) in &sums[1..] {
+                assert_eq!(c, &sums[0].1, "{name} against {} on {g:?}", sums[0].0);
+                compared += 1;
+            }
+        }
+        // wherever AMX was a candidate, another kernel was too, and they agreed
+        assert!(compared >= amx, "{compared} comparisons, {amx} layers on AMX");
+        Ok(())
     }
 
     #[test]

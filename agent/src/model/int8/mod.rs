@@ -15,6 +15,7 @@ pub mod qdq;
 pub mod qmatmul;
 pub mod rewrite;
 pub mod spatial;
+pub mod tune;
 
 use std::path::Path;
 
