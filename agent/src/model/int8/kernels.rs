@@ -434,6 +434,9 @@ pub(super) mod tests {
         if std::is_x86_feature_detected!("avx512vnni") {
             assert_eq!(tap_major, geometries().iter().filter(|g| !g.is_pointwise()).count());
         }
+        // elsewhere the kernels may take other panels
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = tap_major;
         Ok(())
     }
 
