@@ -85,8 +85,13 @@ pub fn csv(reports: &[Report]) -> String {
         for (p, t) in &r.onnxruntime {
             let _ = writeln!(
                 s,
-                "{},onnxruntime,{p},{},{:.3},{:.3},{:.1},,{macs}",
-                r.model, r.threads, t.median_ms, t.p90_ms, t.load_ms
+                "{},onnxruntime,{p},{},{:.3},{:.3},{:.1},{},{macs}",
+                r.model,
+                r.threads,
+                t.median_ms,
+                t.p90_ms,
+                t.load_ms,
+                t.peak_rss_mb.map(|m| format!("{m:.1}")).unwrap_or_default()
             );
         }
         if let Some(e) = &r.e2e {

@@ -293,10 +293,13 @@ fn taps(o: usize, n: usize, scale: f32) -> (usize, usize, f32) {
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
 fn resize(x: &[u8], (h, w): (usize, usize), y: &mut [u8], (oh, ow): (usize, usize), scale: (f32, f32)) {
     let cols: Vec<_> = (0..ow).map(|o| taps(o, w, scale.1)).collect();
+    let doubling = doubles(&cols, w);
     let mut along_x = vec![0f32; h * ow];
     for (row, line) in x.chunks_exact(w).zip(along_x.chunks_exact_mut(ow)) {
-        for (v, &(c0, c1, fx)) in line.iter_mut().zip(&cols) {
-            *v = row[c0] as f32 + (row[c1] as f32 - row[c0] as f32) * fx;
+        if doubling {
+            double_row(row, line);
+        } else {
+            interpolate_row(row, &cols, line);
         }
     }
     for (oy, out) in y.chunks_exact_mut(ow).enumerate().take(oh) {
@@ -308,9 +311,72 @@ fn resize(x: &[u8], (h, w): (usize, usize), y: &mut [u8], (oh, ow): (usize, usiz
     }
 }
 
+/// One row interpolated along x at the columns `cols` ([`taps`] of each output).
+#[inline(always)]
+fn interpolate_row(row: &[u8], cols: &[(usize, usize, f32)], line: &mut [f32]) {
+    for (v, &(c0, c1, fx)) in line.iter_mut().zip(cols) {
+        *v = row[c0] as f32 + (row[c1] as f32 - row[c0] as f32) * fx;
+    }
+}
+
+/// Whether `cols` are those of a ×2 upsampling of `w` columns (the detectors' feature
+/// pyramids): output 2i blends columns i−1 and i at 0.75, output 2i+1 columns i and i+1 at
+/// 0.25, clamped at both ends.
+fn doubles(cols: &[(usize, usize, f32)], w: usize) -> bool {
+    let doubled = |o: usize| {
+        let i = o / 2;
+        match (o % 2, i) {
+            (0, 0) => (0, 1, 0.0),
+            (0, _) => (i - 1, i, 0.75),
+            _ if i + 1 < w => (i, i + 1, 0.25),
+            // the last output's coordinate is clamped to the last column
+            _ => (w - 1, w - 1, 0.0),
+        }
+    };
+    w >= 2 && cols.len() == 2 * w && cols.iter().enumerate().all(|(o, &c)| c == doubled(o))
+}
+
+/// [`interpolate_row`] for the columns [`doubles`] recognises: the same operands and
+/// arithmetic, but each pair of neighbours read once for the two outputs between them, with
+/// no per-output gathers (measured: the gathers made resizes 4-5 % of NanoDet).
+#[inline(always)]
+fn double_row(row: &[u8], line: &mut [f32]) {
+    let w = row.len();
+    line[0] = row[0] as f32 + (row[1] as f32 - row[0] as f32) * 0.0;
+    for ((pair, &a), &b) in line[1..2 * w - 1].chunks_exact_mut(2).zip(row).zip(&row[1..]) {
+        let (a, b) = (a as f32, b as f32);
+        pair[0] = a + (b - a) * 0.25;
+        pair[1] = a + (b - a) * 0.75;
+    }
+    let last = row[w - 1] as f32;
+    line[2 * w - 1] = last + (last - last) * 0.0;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn doubling_rows_equals_interpolating_them() {
+        for w in 2..40 {
+            let cols: Vec<_> = (0..2 * w).map(|o| taps(o, w, 2.0)).collect();
+            assert!(doubles(&cols, w), "w={w}");
+            let row: Vec<u8> = (0..w).map(|i| ((i * 97 + w * 13) % 256) as u8).collect();
+            let (mut fast, mut plain) = (vec![0f32; 2 * w], vec![0f32; 2 * w]);
+            double_row(&row, &mut fast);
+            interpolate_row(&row, &cols, &mut plain);
+            assert_eq!(
+                fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                plain.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "w={w}"
+            );
+        }
+        // other scales take the general path
+        let cols: Vec<_> = (0..9).map(|o| taps(o, 3, 3.0)).collect();
+        assert!(!doubles(&cols, 3));
+        let cols: Vec<_> = (0..2).map(|o| taps(o, 1, 2.0)).collect();
+        assert!(!doubles(&cols, 1));
+    }
 
     #[test]
     fn max_pool_ignores_padding_and_takes_each_window_max() {
