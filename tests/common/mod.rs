@@ -123,18 +123,6 @@ impl Mosquitto {
         wait_port(self.port);
     }
 
-    /// Waits until mosquitto has written its database since `since` (it saves every second),
-    /// so that what was subscribed before `since` survives a `kill -9`. A fixed sleep was not
-    /// enough when the machine was busy: a durable session was lost and with it every result.
-    pub fn wait_saved(&self, since: std::time::SystemTime) {
-        let db = self.dir.path().join("mosquitto.db");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !std::fs::metadata(&db).and_then(|m| m.modified()).is_ok_and(|t| t > since) {
-            assert!(Instant::now() < deadline, "mosquitto never saved its database:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     /// SIGKILL: no clean shutdown, no last words.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
