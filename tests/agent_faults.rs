@@ -34,7 +34,7 @@ fn a_broker_killed_mid_stream_loses_no_result() {
     let cfg = config(broker.port, "kill", &[("objects", "nanodet", "int8")], ", fps = 6, loop = true");
     let (_dir, path) = common::write_config(&cfg);
     let rx = subscribe_durable(broker.port, "watch-kill", "edge-agent/kill/#");
-    std::thread::sleep(Duration::from_millis(1500)); // the durable session is saved to disk
+    std::thread::sleep(Duration::from_millis(3000)); // the durable session is saved to disk (every 1-2 s)
     let mut child = common::Running::agent(&path);
 
     let mut seen = collect_until(&rx, Duration::from_secs(120), |m| {
@@ -80,7 +80,7 @@ fn a_broker_down_at_start_up_gets_everything_later() {
     };
     // a durable subscriber registers, then the broker goes away before the agent starts
     let rx = subscribe_durable(broker.port, "watch-late", "edge-agent/late/#");
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(3000)); // the durable session is saved to disk (every 1-2 s)
     broker.kill9();
 
     let mut cfg = config(broker.port, "late", &[("objects", "nanodet", "int8")], "");

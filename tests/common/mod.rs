@@ -100,6 +100,12 @@ impl Mosquitto {
 
     pub fn start(&mut self) {
         assert!(self.child.is_none());
+        // started as root, mosquitto drops to its own user, which must be able to write its
+        // database here: without this it logged "Permission denied" at every save, durable
+        // sessions did not survive a kill, and the tests that kill it passed only when the
+        // subscriber won the race to reconnect
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let conf = self.dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
