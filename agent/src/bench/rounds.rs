@@ -73,7 +73,10 @@ impl Runner {
     /// Why the child stopped, after its name: the line of its error output that says so.
     fn failure(&mut self) -> String {
         use std::io::{Read, Seek};
-        let _ = self.child.wait();
+        let status = match self.child.wait() {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("not reaped: {e}"),
+        };
         let mut text = String::new();
         if self.stderr.rewind().is_ok() {
             self.stderr.read_to_string(&mut text).ok();
@@ -85,7 +88,7 @@ impl Runner {
             .find(|l| l.starts_with("error") || l.contains("Error"))
             .or(lines.last())
             .map(|l| l.to_string())
-            .unwrap_or_else(|| "exited without an answer".into());
+            .unwrap_or_else(|| format!("exited without an answer ({status})"));
         format!("{}: {why}", self.name)
     }
 
@@ -105,7 +108,7 @@ impl Runner {
     pub fn finish(mut self) -> Result<Value, String> {
         drop(self.stdin.take());
         let last = self.line();
-        let _ = self.child.wait();
+        self.child.wait().map_err(|e| format!("{}: waiting for it to end: {e}", self.name))?;
         last
     }
 }
@@ -113,9 +116,9 @@ impl Runner {
 impl Drop for Runner {
     fn drop(&mut self) {
         // a runner dropped early (another failed): the child must not outlive the benchmark
-        if self.stdin.is_some() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        // (nothing to report to from a drop: a child already gone is what was wanted)
+        if self.stdin.is_some() && self.child.kill().is_ok() {
+            self.child.wait().ok();
         }
     }
 }
