@@ -146,6 +146,11 @@ pub struct PackedWeights {
     tap_major: bool,
 }
 
+/// About how many bytes of i32 sums a blocked product computes at once (see
+/// [`PackedWeights::block`]): a part of a core's L2, which is 256 KB to 2 MB on the cores this
+/// runs on.
+const BLOCK_BYTES: usize = 192 << 10;
+
 /// Buffers for packed activations, shared by every convolution: one per inference running at
 /// that moment, kept warm in cache from one layer to the next.
 static SCRATCH: Mutex<Vec<Blob>> = Mutex::new(Vec::new());
@@ -217,9 +222,48 @@ impl PackedWeights {
     /// for the kernels whose packing this module writes itself).
     pub fn product(&self, x: &[u8], g: &Geometry, x0: u8, c: &mut Tensor) -> TractResult<()> {
         let (ho, wo) = g.out_hw();
+        self.product_columns(x, g, x0, 0..ho * wo, c)
+    }
+
+    /// [`PackedWeights::product`] for the output columns `cols` only, stored from column 0 of
+    /// `c`. Any range for a plain 1×1 convolution on a K=4 kernel, the whole width otherwise
+    /// (see [`PackedWeights::block`]).
+    pub fn product_columns(
+        &self,
+        x: &[u8],
+        g: &Geometry,
+        x0: u8,
+        cols: std::ops::Range<usize>,
+        c: &mut Tensor,
+    ) -> TractResult<()> {
+        let (ho, wo) = g.out_hw();
         let cin = if self.tap_major { g.cin.next_multiple_of(4) } else { g.cin };
         ensure!(cin * g.kh * g.kw == self.k, "product shapes do not agree");
-        self.run(Activations::Im2col { x, g, x0 }, ho * wo, c, (0, 1))
+        ensure!(
+            cols.start < cols.end && cols.end <= ho * wo && (cols.len() == ho * wo || self.blocks(g)),
+            "columns {cols:?} of a product {} wide",
+            ho * wo
+        );
+        let n = cols.len();
+        self.run(Activations::Im2col { x, g, x0, cols }, n, c, (0, 1))
+    }
+
+    /// How many output columns of a convolution of geometry `g` to compute at once: for a
+    /// plain 1×1 convolution on a K=4 kernel, enough for about [`BLOCK_BYTES`] of i32 sums, so
+    /// that they are still in cache when they are requantized, and the packed block of the
+    /// input too when the kernel reads it; the whole width otherwise.
+    pub fn block(&self, g: &Geometry) -> usize {
+        let (ho, wo) = g.out_hw();
+        let n = ho * wo;
+        match self.mmm.packings()[self.packing].1.downcast_ref::<PackedI8K4>() {
+            Some(k4) if g.is_pointwise() => (BLOCK_BYTES / (4 * self.m)).max(16 * k4.r).next_multiple_of(k4.r).min(n),
+            _ => n,
+        }
+    }
+
+    /// Whether a product of geometry `g` can be computed a block of columns at a time.
+    fn blocks(&self, g: &Geometry) -> bool {
+        g.is_pointwise() && self.mmm.packings()[self.packing].1.downcast_ref::<PackedI8K4>().is_some()
     }
 
     /// `c[n, m] = Σ_k rows[n, k] · w[m, k]`: `rows` (`[n, k]`, i8) against the weights, stored
@@ -247,8 +291,8 @@ impl PackedWeights {
         let b: &dyn MMMInputValue = match format.downcast_ref::<PackedI8K4>() {
             Some(k4) => {
                 let panel_bytes = match b {
-                    Activations::Im2col { x, g, x0 } if self.tap_major => pack_tap_major(k4, x, g, x0, &mut blob)?,
-                    Activations::Im2col { x, g, .. } => pack_i8k4(k4, x, g, &mut blob)?,
+                    Activations::Im2col { x, g, x0, .. } if self.tap_major => pack_tap_major(k4, x, g, x0, &mut blob)?,
+                    Activations::Im2col { x, g, cols, .. } => pack_i8k4(k4, x, g, cols, &mut blob)?,
                     Activations::Rows(rows) => pack_rows_k4(k4, rows, n, self.k, &mut blob)?,
                 };
                 eager.insert(EagerPackedInput {
@@ -260,7 +304,7 @@ impl PackedWeights {
             }
             None => {
                 let b = match b {
-                    Activations::Im2col { x, g, x0 } => {
+                    Activations::Im2col { x, g, x0, .. } => {
                         let mut b = Tensor::zero::<i8>(&[self.k, n])?;
                         {
                             let mut view = b.try_as_plain_ram_mut()?;
@@ -306,8 +350,9 @@ impl PackedWeights {
 
 /// The right-hand operand of a product, before packing.
 enum Activations<'a> {
-    /// the im2col matrix of a u8 activation map, `[k, n]`
-    Im2col { x: &'a [u8], g: &'a Geometry, x0: u8 },
+    /// the im2col matrix of a u8 activation map, `[k, n]`, its columns `cols` only (all of
+    /// them but for [`PackedWeights::block`]'s case)
+    Im2col { x: &'a [u8], g: &'a Geometry, x0: u8, cols: std::ops::Range<usize> },
     /// quantized rows, `[n, k]`
     Rows(&'a [i8]),
 }
@@ -376,6 +421,32 @@ pub(super) mod tests {
             g(4, 3, 60, 4, 3, 1, [1, 1, 1, 1]),
             g(4, 5, 100, 4, 5, 2, [2, 2, 2, 2]),
         ]
+    }
+
+    #[test]
+    fn a_product_by_blocks_of_columns_equals_the_whole() -> TractResult<()> {
+        let g = Geometry { cin: 19, h: 9, w: 13, cout: 40, kh: 1, kw: 1, stride: (1, 1), pads: [0; 4] };
+        let n = g.h * g.w;
+        let x = data(g.cin * n, 5);
+        let w: Vec<i8> = data(g.cout * g.cin, 6).iter().map(|&v| v as i8).collect();
+        let packed = PackedWeights::conv(&w, &g, Some(n))?;
+        let mut whole = Tensor::zero::<i32>(&[g.cout, n])?;
+        packed.product(&x, &g, 3, &mut whole)?;
+        let whole = whole.to_plain_array_view::<i32>()?.to_owned();
+        if !packed.blocks(&g) {
+            return Ok(()); // no K=4 kernel on this core: only whole products
+        }
+        let mut block = Tensor::zero::<i32>(&[g.cout, 48])?;
+        for cols in [0..16, 16..64, 64..112, 112..117, 7..30] {
+            packed.product_columns(&x, &g, 3, cols.clone(), &mut block)?;
+            let got = block.to_plain_array_view::<i32>()?;
+            for c in 0..g.cout {
+                for (j, col) in cols.clone().enumerate() {
+                    assert_eq!(got[[c, j]], whole[[c, col]], "row {c}, column {col} of block {cols:?}");
+                }
+            }
+        }
+        Ok(())
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! tract-linalg's integer kernels, so int8 is the faster variant, as on onnxruntime.
 
 pub mod depthwise;
+pub mod depthwise_vnni;
 pub mod join;
 pub mod kernels;
 pub mod pack;

@@ -99,16 +99,24 @@ pub fn im2col_row(x: &[u8], g: &Geometry, x0: u8, k: usize, dst: &mut [i8]) {
     }
 }
 
-/// The input planes of a plain 1×1 convolution (its im2col matrix), packed straight into the
+/// Columns `cols` of the input planes of a plain 1×1 convolution (its im2col matrix), packed straight into the
 /// K=4-interleaved layout of the VNNI and AMX kernels: panels of `r` columns, each holding,
 /// per block of 4 rows, the 4 bytes of every column together, shifted by −128 as they are
 /// interleaved, into `blob` (reused from call to call: a fresh multi-megabyte buffer per call
 /// costs its page faults every time). tract-linalg's own packer for this layout goes byte by
 /// byte with strided reads; through it, packing was most of a convolution's time (measured on
 /// NanoDet: about 70 of 100 ms per inference). Other shapes go through [`pack_tap_major`].
-pub(super) fn pack_i8k4(format: &PackedI8K4, x: &[u8], g: &Geometry, blob: &mut Blob) -> TractResult<usize> {
+pub(super) fn pack_i8k4(
+    format: &PackedI8K4,
+    x: &[u8],
+    g: &Geometry,
+    cols: std::ops::Range<usize>,
+    blob: &mut Blob,
+) -> TractResult<usize> {
     ensure!(g.is_pointwise(), "plane packing is for 1×1 convolutions");
-    let (n, k, r) = (g.h * g.w, g.cin, format.r);
+    let plane = g.h * g.w;
+    ensure!(cols.end <= plane, "columns {cols:?} of a {plane} plane");
+    let (n, k, r) = (cols.len(), g.cin, format.r);
     let blocks = k.div_ceil(4);
     let panel = blocks * r; // in u32 words
     let size = n.div_ceil(r) * panel * 4;
@@ -121,7 +129,7 @@ pub(super) fn pack_i8k4(format: &PackedI8K4, x: &[u8], g: &Geometry, blob: &mut 
         // a row past `k` meets zero weights: any plane will do
         let four = [0, 1, 2, 3].map(|i| {
             let c = (kb * 4 + i).min(k - 1);
-            &x[c * n..(c + 1) * n]
+            &x[c * plane + cols.start..c * plane + cols.end]
         });
         interleave_block(four, packed, panel, r, kb, 0x8080_8080);
     }

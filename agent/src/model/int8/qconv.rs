@@ -153,7 +153,7 @@ impl Expansion for QConvExpansion {
         let op = QConv {
             g,
             x0: x0 as u8,
-            taps: Arc::new(if depthwise { depthwise::depthwise_taps(&wv) } else { vec![] }),
+            filters: depthwise.then(|| Arc::new(depthwise::Filters::new(&wv, &g, x0 as u8))),
             packed,
             requant: Arc::new(Requant { mul, add, y0, alpha: self.0.alpha }),
             sums: Default::default(),
@@ -167,8 +167,8 @@ impl Expansion for QConvExpansion {
 pub struct QConv {
     g: Geometry,
     x0: u8,
-    /// tap-major depthwise filters (empty for a plain convolution)
-    taps: Arc<Vec<f32>>,
+    /// depthwise filters (absent for a plain convolution)
+    filters: Option<Arc<depthwise::Filters>>,
     /// packed for the product kernel (absent for depthwise)
     packed: Option<PackedWeights>,
     requant: Arc<Requant>,
@@ -181,7 +181,10 @@ impl PartialEq for QConv {
     fn eq(&self, other: &Self) -> bool {
         self.g == other.g
             && self.x0 == other.x0
-            && Arc::ptr_eq(&self.taps, &other.taps)
+            && match (&self.filters, &other.filters) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
             && self.requant == other.requant
     }
 }
@@ -195,7 +198,7 @@ impl Op for QConv {
     fn info(&self) -> TractResult<Vec<String>> {
         let kind = match &self.packed {
             Some(p) => format!("im2col + {}", p.kernel_name()),
-            None => "depthwise".into(),
+            None => self.filters.as_ref().map_or("depthwise", |f| f.kind()).into(),
         };
         Ok(vec![format!("{:?} {kind}, leaky={:?}", self.g, self.requant.alpha)])
     }
@@ -218,20 +221,28 @@ impl EvalOp for QConv {
             let mut view = y.try_as_plain_ram_mut()?;
             let out = view.as_slice_mut::<u8>()?;
             match &self.packed {
-                None => depthwise::depthwise(x, g, self.x0, &self.taps, &self.requant, out),
+                None => {
+                    let filters = self.filters.as_ref().context("EdgeQConv: depthwise filters missing")?;
+                    depthwise::depthwise(x, g, self.x0, filters, &self.requant, out)
+                }
                 Some(packed) => {
                     // the i32 sums' buffer is reused: every value is stored before it is read
+                    // computed a block of columns at a time where the product allows it: the
+                    // sums are requantized while still in cache
+                    let block = packed.block(g);
                     let pooled = self.sums.lock().map_err(|_| anyhow::anyhow!("sums pool poisoned"))?.pop();
                     let mut acc = match pooled {
                         Some(t) => t,
-                        None => Tensor::zero::<i32>(&[g.cout, n])?,
+                        None => Tensor::zero::<i32>(&[g.cout, block])?,
                     };
-                    packed.product(x, g, self.x0, &mut acc)?;
-                    {
+                    for j0 in (0..n).step_by(block) {
+                        let cols = j0..(j0 + block).min(n);
+                        packed.product_columns(x, g, self.x0, cols.clone(), &mut acc)?;
                         let acc = acc.try_as_plain_ram()?;
                         let acc = acc.as_slice::<i32>()?;
                         for c in 0..g.cout {
-                            self.requant.channel(c, &acc[c * n..(c + 1) * n], &mut out[c * n..(c + 1) * n]);
+                            let sums = &acc[c * block..c * block + cols.len()];
+                            self.requant.channel(c, sums, &mut out[c * n + cols.start..c * n + cols.end]);
                         }
                     }
                     if let Ok(mut pool) = self.sums.lock() {
