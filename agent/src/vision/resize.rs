@@ -7,6 +7,7 @@
 //! image crate's resize was a fifth of the agent's CPU time, as much as a third of inference.
 
 use image::RgbImage;
+use multiversion::multiversion;
 
 use super::preprocess::Region;
 use crate::model::int8::kernels::saturate_u8;
@@ -43,6 +44,26 @@ pub fn resize_region(frame: &RgbImage, region: Region, width: u32, height: u32) 
         return out;
     }
     let (rw, rh) = (rw as usize, rh as usize);
+    let (rows, columns) = (taps(rh, h), taps(rw, w));
+    filter(frame, region, rw, &rows, &columns, &mut out);
+    out
+}
+
+/// The two passes of [`resize_region`] over the clipped region, `rw` wide, into `out`, with the
+/// taps of its rows and columns. Compiled for AVX-512, AVX2 and NEON and picked at run time
+/// (measured: in SSE2 the resize of a 512×512 photo took 1.2 ms, more than BlazeFace's
+/// inference). A multiply and an add, not `mul_add`: every clone rounds alike.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn filter(
+    frame: &RgbImage,
+    region: Region,
+    rw: usize,
+    rows: &[(usize, Vec<f32>)],
+    columns: &[(usize, Vec<f32>)],
+    out: &mut RgbImage,
+) {
+    let (w, h) = (out.width() as usize, out.height() as usize);
+    debug_assert!(rows.len() == h && columns.len() == w);
     let stride = frame.width() as usize * 3;
     let pixels = frame.as_raw();
     let row = |y: usize| {
@@ -51,7 +72,8 @@ pub fn resize_region(frame: &RgbImage, region: Region, width: u32, height: u32) 
     };
     // vertical: each output row a weighted sum of source rows, across the region's width
     let mut tall = vec![0f32; h * rw * 3];
-    for (line, (top, weights)) in tall.chunks_exact_mut(rw * 3).zip(taps(rh, h)) {
+    for (line, (top, weights)) in tall.chunks_exact_mut(rw * 3).zip(rows) {
+        let top = *top;
         for (i, &wt) in weights.iter().enumerate() {
             for (acc, &v) in line.iter_mut().zip(row(top + i)) {
                 *acc += wt * v as f32;
@@ -59,7 +81,6 @@ pub fn resize_region(frame: &RgbImage, region: Region, width: u32, height: u32) 
         }
     }
     // horizontal: each output pixel a weighted sum of the pixels of its row, rounded once
-    let columns = taps(rw, w);
     for (line, dst) in tall.chunks_exact(rw * 3).zip(out.chunks_exact_mut(w * 3)) {
         for ((left, weights), px) in columns.iter().zip(dst.chunks_exact_mut(3)) {
             let mut rgb = [0f32; 3];
@@ -73,7 +94,6 @@ pub fn resize_region(frame: &RgbImage, region: Region, width: u32, height: u32) 
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
