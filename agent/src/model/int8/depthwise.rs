@@ -5,7 +5,7 @@
 use multiversion::multiversion;
 
 use super::depthwise_vnni::Quads;
-use super::kernels::{Geometry, Requant};
+use super::kernels::{Geometry, Requant, Sum};
 
 /// A depthwise filter bank `[c, kh, kw]` as [`depthwise`] takes it: f32 multipliers for the
 /// loop below, and regrouped in fours where the core has AVX-512 VNNI
@@ -77,17 +77,49 @@ pub fn depthwise(x: &[u8], g: &Geometry, x0: u8, filters: &Filters, rq: &Requant
 thread_local! {
     /// One thread's phases, sums and requantized sums, reused from call to call (a fresh
     /// buffer costs its page faults every time).
-    static SCRATCH: std::cell::RefCell<Scratch> = const {
-        std::cell::RefCell::new(Scratch { phases: Vec::new(), line: Vec::new(), sums: Vec::new(), bytes: Vec::new() })
-    };
+    static SCRATCH: std::cell::RefCell<Scratch<f32, f32, f32>> = const { std::cell::RefCell::new(Scratch::new()) };
 }
 
-/// See [`SCRATCH`].
-struct Scratch {
-    phases: Vec<f32>,
-    line: Vec<f32>,
-    sums: Vec<f32>,
-    bytes: Vec<u8>,
+/// A depthwise loop's buffers, one set per thread: its phases, a line (a row in f32 or the
+/// quads), the sums and the requantized sums of one channel.
+pub(super) struct Scratch<P, L, S> {
+    pub phases: Vec<P>,
+    pub line: Vec<L>,
+    pub sums: Vec<S>,
+    pub bytes: Vec<u8>,
+}
+
+impl<P, L, S> Scratch<P, L, S> {
+    pub const fn new() -> Self {
+        Scratch { phases: Vec::new(), line: Vec::new(), sums: Vec::new(), bytes: Vec::new() }
+    }
+}
+
+/// Requantizes one channel's sums (`run` long, rows `wq` apart) into `out` (rows `wo` long):
+/// rows of [`WIDE`] outputs or more in place, one call per row; shorter ones in one pass over
+/// the whole run into `bytes` (measured: a call per output row was most of the
+/// requantization in the 7 and 14 wide layers), then each output row copied from the first
+/// `wo` of its `wq`.
+/// `bytes` is `run` long.
+pub(super) fn store<T: Sum>(
+    rq: &Requant,
+    ch: usize,
+    sums: &[T],
+    (wq, wo): (usize, usize),
+    bytes: &mut [u8],
+    out: &mut [u8],
+) {
+    let run = bytes.len();
+    if wo >= WIDE {
+        for (o, s) in out.chunks_exact_mut(wo).zip(sums.chunks(wq)) {
+            rq.channel(ch, &s[..wo], o);
+        }
+    } else {
+        rq.channel(ch, &sums[..run], bytes);
+        for (o, b) in out.chunks_exact_mut(wo).zip(bytes.chunks(wq)) {
+            o.copy_from_slice(&b[..wo]);
+        }
+    }
 }
 
 /// Where a convolution of geometry `g` reads: its padded input split by stride phase.
@@ -139,21 +171,7 @@ impl Phases {
             for (i, ch) in channels.enumerate() {
                 fill(self, &x[i * plane..(i + 1) * plane], x0, phases, line);
                 sum_taps(phases, &self.reads, &taps[ch * t..(ch + 1) * t], &mut sums[..runs]);
-                // rows of WIDE outputs or more requantized straight into place; shorter ones
-                // in one pass over the whole run (measured: a call per output row was most of
-                // the requantization in the 7 and 14 wide layers), then each output row copied
-                // from the first wo of its wq
-                let out = &mut out[i * n..(i + 1) * n];
-                if wo >= WIDE {
-                    for (o, s) in out.chunks_exact_mut(wo).zip(sums.chunks(self.wq)) {
-                        rq.channel(ch, &s[..wo], o);
-                    }
-                } else {
-                    rq.channel(ch, &sums[..run], bytes);
-                    for (o, b) in out.chunks_exact_mut(wo).zip(bytes.chunks(self.wq)) {
-                        o.copy_from_slice(&b[..wo]);
-                    }
-                }
+                store(rq, ch, sums, (self.wq, wo), bytes, &mut out[i * n..(i + 1) * n]);
             }
         });
     }

@@ -12,6 +12,7 @@
 //! one broadcast word of four weights, the 4th (or 2nd to 4th) weight zero where the row has
 //! fewer taps.
 
+use super::depthwise::{Scratch, store};
 use super::kernels::{Geometry, Requant};
 
 /// Outputs summed together: four registers of sixteen.
@@ -98,7 +99,7 @@ impl Quads {
         // the quads are made 16 at a time from 64 bytes
         let words = words.next_multiple_of(16);
         let phases_len = (self.len * g.stride.0 * g.stride.1).max(words + 48);
-        SCRATCH.with_borrow_mut(|Scratch { phases, quads, sums, bytes }| {
+        SCRATCH.with_borrow_mut(|Scratch { phases, line: quads, sums, bytes }| {
             // padding once: every channel writes the same places in between
             phases.clear();
             phases.resize(phases_len, self.x0);
@@ -115,19 +116,7 @@ impl Quads {
                         sum_groups(self, &x[i * plane..(i + 1) * plane], phases, quads, weights, self.start[ch], sums)
                     };
                 }
-                // rows of WIDE outputs or more requantized in place, shorter ones as a whole
-                // plane, then copied row by row (as in the f32 loop)
-                let out = &mut out[i * n..(i + 1) * n];
-                if wo >= super::depthwise::WIDE {
-                    for (o, s) in out.chunks_exact_mut(wo).zip(sums.chunks(self.wq)) {
-                        rq.channel(ch, &s[..wo], o);
-                    }
-                } else {
-                    rq.channel(ch, &sums[..run], bytes);
-                    for (o, b) in out.chunks_exact_mut(wo).zip(bytes.chunks(self.wq)) {
-                        o.copy_from_slice(&b[..wo]);
-                    }
-                }
+                store(rq, ch, sums, (self.wq, wo), bytes, &mut out[i * n..(i + 1) * n]);
             }
         });
     }
@@ -135,17 +124,7 @@ impl Quads {
 
 thread_local! {
     /// One thread's phases, quads, sums and requantized sums, reused from call to call.
-    static SCRATCH: std::cell::RefCell<Scratch> = const {
-        std::cell::RefCell::new(Scratch { phases: Vec::new(), quads: Vec::new(), sums: Vec::new(), bytes: Vec::new() })
-    };
-}
-
-/// See [`SCRATCH`].
-struct Scratch {
-    phases: Vec<u8>,
-    quads: Vec<u32>,
-    sums: Vec<i32>,
-    bytes: Vec<u8>,
+    static SCRATCH: std::cell::RefCell<Scratch<u8, u32, i32>> = const { std::cell::RefCell::new(Scratch::new()) };
 }
 
 /// Copies one channel's plane `x` into the phases of `q`; the padding is left as it was (`x0`).
