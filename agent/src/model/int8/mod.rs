@@ -11,6 +11,7 @@ pub mod depthwise_vnni;
 pub mod join;
 pub mod kernels;
 pub mod pack;
+pub mod pointwise_vnni;
 pub mod qconv;
 pub mod qdq;
 pub mod qmatmul;

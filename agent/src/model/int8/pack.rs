@@ -294,7 +294,7 @@ fn fill_phases(four: [&[u8]; 4], g: &Geometry, x0: u8, words: &mut [u32], line: 
 /// `interleave` over a whole row, 16 words at a time. Compiled for AVX-512, AVX2 and NEON,
 /// picked at run time.
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2", "x86_64+avx2", "aarch64+neon"))]
-fn interleave_row(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
+pub(super) fn interleave_row(rows: [&[u8]; 4], dst: &mut [u32], flip: u32) {
     let whole = dst.len() / 16 * 16;
     let (head, tail) = dst.split_at_mut(whole);
     for (i, d) in head.chunks_exact_mut(16).enumerate() {

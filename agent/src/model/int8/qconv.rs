@@ -16,6 +16,7 @@ use tract_onnx::tract_hir::internal::*;
 
 use super::depthwise;
 use super::kernels::{Geometry, PackedWeights, Requant};
+use super::pointwise_vnni::Pointwise;
 
 /// Inputs of an `EdgeQConv` node, in order.
 pub const INPUTS: [&str; 8] = ["x", "x_scale", "x_zero_point", "w", "w_scale", "bias", "y_scale", "y_zero_point"];
@@ -149,12 +150,16 @@ impl Expansion for QConvExpansion {
             add.push(bias_q + shift);
         }
         let (ho, wo) = g.out_hw();
-        let packed = if depthwise { None } else { Some(PackedWeights::conv(&wv, &g, Some(ho * wo))?) };
+        // a plain 1×1 convolution on AVX-512 VNNI: the kernel that requantizes in registers
+        let pointwise = if depthwise { None } else { Pointwise::new(&wv, &g).map(Arc::new) };
+        let packed =
+            if depthwise || pointwise.is_some() { None } else { Some(PackedWeights::conv(&wv, &g, Some(ho * wo))?) };
         let op = QConv {
             g,
             x0: x0 as u8,
             filters: depthwise.then(|| Arc::new(depthwise::Filters::new(&wv, &g, x0 as u8))),
             packed,
+            pointwise,
             requant: Arc::new(Requant { mul, add, y0, alpha: self.0.alpha }),
             sums: Default::default(),
         };
@@ -169,8 +174,11 @@ pub struct QConv {
     x0: u8,
     /// depthwise filters (absent for a plain convolution)
     filters: Option<Arc<depthwise::Filters>>,
-    /// packed for the product kernel (absent for depthwise)
+    /// packed for the product kernel (absent for depthwise and for `pointwise`)
     packed: Option<PackedWeights>,
+    /// a plain 1×1 convolution's weights for the kernel that requantizes in registers (on
+    /// AVX-512 VNNI)
+    pointwise: Option<Arc<Pointwise>>,
     requant: Arc<Requant>,
     /// `[cout, n]` i32 buffers for the sums, one per inference running this op at that moment
     /// (a fresh one per call cost its zeroing and page faults: measured, a tenth of NanoDet)
@@ -181,6 +189,10 @@ impl PartialEq for QConv {
     fn eq(&self, other: &Self) -> bool {
         self.g == other.g
             && self.x0 == other.x0
+            && match (&self.pointwise, &other.pointwise) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
             && match (&self.filters, &other.filters) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 (a, b) => a.is_none() && b.is_none(),
@@ -196,9 +208,10 @@ impl Op for QConv {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let kind = match &self.packed {
-            Some(p) => format!("im2col + {}", p.kernel_name()),
-            None => self.filters.as_ref().map_or("depthwise", |f| f.kind()).into(),
+        let kind = match (&self.packed, &self.pointwise) {
+            (Some(p), _) => format!("im2col + {}", p.kernel_name()),
+            (None, Some(_)) => "1×1 avx512vnni, requantized in registers".into(),
+            (None, None) => self.filters.as_ref().map_or("depthwise", |f| f.kind()).into(),
         };
         Ok(vec![format!("{:?} {kind}, leaky={:?}", self.g, self.requant.alpha)])
     }
@@ -220,12 +233,13 @@ impl EvalOp for QConv {
         {
             let mut view = y.try_as_plain_ram_mut()?;
             let out = view.as_slice_mut::<u8>()?;
-            match &self.packed {
-                None => {
+            match (&self.packed, &self.pointwise) {
+                (None, Some(pointwise)) => pointwise.run(x, n, &self.requant, out),
+                (None, None) => {
                     let filters = self.filters.as_ref().context("EdgeQConv: depthwise filters missing")?;
                     depthwise::depthwise(x, g, self.x0, filters, &self.requant, out)
                 }
-                Some(packed) => {
+                (Some(packed), _) => {
                     // the i32 sums' buffer is reused: every value is stored before it is read
                     // computed a block of columns at a time where the product allows it: the
                     // sums are requantized while still in cache
