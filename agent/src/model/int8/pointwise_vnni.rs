@@ -268,7 +268,15 @@ impl Tile<'_> {
                 bytes[16 * q..16 * q + 16].copy_from_slice(&b);
             }
             let row = (c - first) * n + at;
-            out[row..row + stored].copy_from_slice(&bytes[..stored]);
+            // a whole tile as one fixed-size store (a copy of `stored` bytes is a call)
+            match out.get_mut(row..row + NR).and_then(|o| o.first_chunk_mut::<NR>()) {
+                Some(o) if stored == NR => *o = bytes,
+                _ => {
+                    for (o, &b) in out[row..row + stored].iter_mut().zip(&bytes) {
+                        *o = b;
+                    }
+                }
+            }
         }
     }
 }
