@@ -1,6 +1,7 @@
 //! edge-agent: runs pretrained int8 models on frames and audio from devices and publishes
 //! the results over MQTT. See ARCHITECTURE.md for the map of modules.
 
+pub mod allocator;
 pub mod app;
 pub mod audio;
 pub mod bench;

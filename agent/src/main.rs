@@ -218,6 +218,7 @@ enum ModelsCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    edge_agent::allocator::tune();
     edge_agent::logging::init();
     match run(Cli::parse()) {
         Ok(code) => code,

@@ -1,0 +1,35 @@
+//! The process's memory allocator settings: glibc's malloc told to keep the memory inference
+//! frees for the next inference instead of returning it to the kernel.
+//!
+//! By default glibc serves every allocation above a threshold (at most 32 MB) with its own
+//! `mmap` and unmaps it when freed, and each pipeline thread gets its own arena, whose heaps
+//! cannot hold a block that large either. Whisper's encoder allocates and frees tensors of up to
+//! 54 MB (six heads of 1500 × 1500 attention scores) in every inference: each one came back
+//! as fresh pages, faulted in and zeroed by the kernel one by one (measured: 35 % of the
+//! encoder's time spent in the kernel, 403 ms per inference against 256 ms with the settings
+//! below). onnxruntime avoids the same cost with its own arena.
+//!
+//! Here: one arena for every thread, no `mmap` below 1 GB, and the heap trimmed only when more
+//! than 1 GB of it lies free at its top. Resident memory then stays at the peak the models
+//! need (which the device must have anyway) instead of falling between inferences. A
+//! `MALLOC_*` variable in the environment (glibc's own tunables) leaves everything as the user
+//! set it.
+
+/// Applies the settings above; call first thing in `main`, before any thread starts.
+pub fn tune() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        if std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("MALLOC_")) {
+            return;
+        }
+        const LIMIT: libc::c_int = 1 << 30;
+        #[allow(unsafe_code)]
+        // SAFETY: mallopt only changes the allocator's parameters, and it runs before any other
+        // thread exists; a refused setting returns 0 and leaves glibc's default in place.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, LIMIT);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, LIMIT);
+        }
+    }
+}
