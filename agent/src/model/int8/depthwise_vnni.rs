@@ -105,7 +105,7 @@ impl Quads {
             phases.resize(phases_len, self.x0);
             quads.resize(words, 0);
             sums.resize(runs, 0);
-            bytes.resize(run, 0);
+            bytes.resize(run + super::depthwise::SLACK, 0);
             for (i, ch) in channels.enumerate() {
                 let weights = &self.weights[ch * groups..(ch + 1) * groups];
                 if supported() {
