@@ -34,8 +34,9 @@ fn json_report_for_blazeface() {
         assert!(v["peak_rss_mb"].as_f64().unwrap() > 1.0, "{v}");
         assert!(v["file"].as_str().unwrap().ends_with(&format!("blazeface.{p}.onnx")), "{v}");
     }
-    // the end-to-end run published one result per frame through the broker
-    assert_eq!(r["e2e"]["frames"], 3, "{r}");
+    // the end-to-end run timed its results through the broker: at least 100 of them, however
+    // few runs the rest took (a few frames of a fast model last too short a span to time)
+    assert_eq!(r["e2e"]["frames"], 100, "{r}");
     assert!(r["e2e"]["ms_per_frame"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["missing"].as_array().unwrap().is_empty(), "{r}");
 }
