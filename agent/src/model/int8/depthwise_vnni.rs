@@ -12,7 +12,7 @@
 //! one broadcast word of four weights, the 4th (or 2nd to 4th) weight zero where the row has
 //! fewer taps.
 
-use super::depthwise::{Scratch, store};
+use super::depthwise::{Scratch, copy_rows};
 use super::kernels::{Geometry, Requant};
 
 /// Outputs summed together: four registers of sixteen.
@@ -99,13 +99,12 @@ impl Quads {
         // the quads are made 16 at a time from 64 bytes
         let words = words.next_multiple_of(16);
         let phases_len = (self.len * g.stride.0 * g.stride.1).max(words + 48);
-        SCRATCH.with_borrow_mut(|Scratch { phases, line: quads, sums, bytes }| {
+        SCRATCH.with_borrow_mut(|Scratch { phases, line: quads, bytes, .. }| {
             // padding once: every channel writes the same places in between
             phases.clear();
             phases.resize(phases_len, self.x0);
             quads.resize(words, 0);
-            sums.resize(runs, 0);
-            bytes.resize(run + super::depthwise::SLACK, 0);
+            bytes.resize(runs + super::depthwise::SLACK, 0);
             for (i, ch) in channels.enumerate() {
                 let weights = &self.weights[ch * groups..(ch + 1) * groups];
                 if supported() {
@@ -113,10 +112,18 @@ impl Quads {
                     // SAFETY: the CPU has AVX-512 F, BW, VBMI and VNNI (checked on the line above),
                     // all that `sum_groups` is compiled for.
                     unsafe {
-                        sum_groups(self, &x[i * plane..(i + 1) * plane], phases, quads, weights, self.start[ch], sums)
+                        sum_groups(
+                            self,
+                            &x[i * plane..(i + 1) * plane],
+                            phases,
+                            quads,
+                            (weights, self.start[ch]),
+                            (rq, ch),
+                            bytes,
+                        )
                     };
                 }
-                store(rq, ch, sums, (self.wq, wo), bytes, &mut out[i * n..(i + 1) * n]);
+                copy_rows(bytes, (self.wq, wo), &mut out[i * n..(i + 1) * n]);
             }
         });
     }
@@ -174,8 +181,9 @@ fn fill(q: &Quads, x: &[u8], phases: &mut [u8]) {
 }
 
 /// One channel: its plane `x` into the phases ([`fill`]), `quads[i]` = bytes `i..i+4` of
-/// `phases`, then `sums[i] = start + Σ_groups` of the four byte products of
-/// `quads[reads[t] + i]` and `weights[t]`, [`RUN`] outputs at a time.
+/// `phases`, then the sums `start + Σ_groups` of the four byte products of
+/// `quads[reads[t] + i]` and `weights[t]`, [`RUN`] outputs at a time, requantized in registers
+/// by `rq` for channel `c` into `bytes`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
 fn sum_groups(
@@ -183,9 +191,9 @@ fn sum_groups(
     x: &[u8],
     phases: &mut [u8],
     quads: &mut [u32],
-    weights: &[i32],
-    start: i32,
-    sums: &mut [i32],
+    (weights, start): (&[i32], i32),
+    (rq, c): (&Requant, usize),
+    bytes: &mut [u8],
 ) {
     fill(q, x, phases);
     let (phases, reads) = (&*phases, &q.reads[..]);
@@ -201,7 +209,8 @@ fn sum_groups(
         q.copy_from_slice(&bytemuck::cast::<__m512i, [u32; 16]>(words));
     }
     let quads = &*quads;
-    for (i, out) in sums.chunks_exact_mut(RUN).enumerate() {
+    let runs = bytes.len() - super::depthwise::SLACK;
+    for (i, out) in bytes[..runs].chunks_exact_mut(RUN).enumerate() {
         let mut acc = [_mm512_set1_epi32(start); RUN / 16];
         for (&r, &w) in reads.iter().zip(weights) {
             let w = _mm512_set1_epi32(w);
@@ -212,7 +221,7 @@ fn sum_groups(
             }
         }
         for (o, a) in out.chunks_exact_mut(16).zip(acc) {
-            o.copy_from_slice(&bytemuck::cast::<__m512i, [i32; 16]>(a));
+            o.copy_from_slice(&super::pointwise_vnni::requantize16(a, rq, c));
         }
     }
 }
@@ -220,4 +229,13 @@ fn sum_groups(
 /// Never called: [`Quads::new`] gives `None` off x86-64.
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(unsafe_code)]
-unsafe fn sum_groups(_: &Quads, _: &[u8], _: &mut [u8], _: &mut [u32], _: &[i32], _: i32, _: &mut [i32]) {}
+unsafe fn sum_groups(
+    _: &Quads,
+    _: &[u8],
+    _: &mut [u8],
+    _: &mut [u32],
+    _: (&[i32], i32),
+    _: (&Requant, usize),
+    _: &mut [u8],
+) {
+}

@@ -245,27 +245,11 @@ impl Tile<'_> {
                 }
             }
         }
-        // requantized as `Requant::channel` does: (acc · mul + add · mul), LeakyReLU, + y0,
-        // clamped to [0, 255] (NaN to 0) and rounded half to even by adding 1.5 · 2^23
-        let (zero, top, round) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0), _mm512_set1_ps(super::kernels::ROUND));
         for (r, acc) in acc.iter().enumerate() {
             let c = r0 + r;
-            let mul = rq.mul[c];
-            let (vmul, offset) = (_mm512_set1_ps(mul), rq.add[c] as f32 * mul);
             let mut bytes = [0u8; NR];
             for (q, &a) in acc.iter().enumerate() {
-                let s = _mm512_mul_ps(_mm512_cvtepi32_ps(a), vmul);
-                let v = match rq.alpha {
-                    None => _mm512_add_ps(s, _mm512_set1_ps(offset + rq.y0)),
-                    Some(alpha) => {
-                        let s = _mm512_add_ps(s, _mm512_set1_ps(offset));
-                        _mm512_add_ps(_mm512_max_ps(s, _mm512_mul_ps(s, _mm512_set1_ps(alpha))), _mm512_set1_ps(rq.y0))
-                    }
-                };
-                // max(v, 0) gives 0 for NaN, as f32::max does
-                let v = _mm512_add_ps(_mm512_min_ps(_mm512_max_ps(v, zero), top), round);
-                let b: [u8; 16] = bytemuck::cast(_mm512_cvtepi32_epi8(_mm512_castps_si512(v)));
-                bytes[16 * q..16 * q + 16].copy_from_slice(&b);
+                bytes[16 * q..16 * q + 16].copy_from_slice(&requantize16(a, rq, c));
             }
             let row = (c - first) * n + at;
             // a whole tile as one fixed-size store (a copy of `stored` bytes is a call)
@@ -279,6 +263,32 @@ impl Tile<'_> {
             }
         }
     }
+}
+
+/// Sixteen sums of output channel `c` requantized in a register exactly as
+/// `Requant::channel` does: `acc · mul + add · mul`, the LeakyReLU, `+ y0`, clamped to
+/// [0, 255] (NaN to 0) and rounded half to even by adding 1.5 · 2^23.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub(super) fn requantize16(acc: std::arch::x86_64::__m512i, rq: &Requant, c: usize) -> [u8; 16] {
+    use std::arch::x86_64::*;
+    let mul = rq.mul[c];
+    let offset = rq.add[c] as f32 * mul;
+    let s = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(mul));
+    let v = match rq.alpha {
+        None => _mm512_add_ps(s, _mm512_set1_ps(offset + rq.y0)),
+        Some(alpha) => {
+            let s = _mm512_add_ps(s, _mm512_set1_ps(offset));
+            _mm512_add_ps(_mm512_max_ps(s, _mm512_mul_ps(s, _mm512_set1_ps(alpha))), _mm512_set1_ps(rq.y0))
+        }
+    };
+    // max(v, 0) gives 0 for NaN, as f32::max does
+    let v = _mm512_add_ps(
+        _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(255.0)),
+        _mm512_set1_ps(super::kernels::ROUND),
+    );
+    bytemuck::cast(_mm512_cvtepi32_epi8(_mm512_castps_si512(v)))
 }
 
 #[cfg(test)]
