@@ -90,7 +90,7 @@ fn run(cfg: &str) -> (bool, String) {
 fn run_with_env(cfg: &str, credentials: Option<&Path>) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.toml");
-    std::fs::write(&path, cfg).unwrap();
+    std::fs::write(&path, common::with_state(cfg, dir.path())).unwrap();
     let mut cmd = agent();
     cmd.arg("run").arg("--config").arg(&path);
     if let Some(c) = credentials {

@@ -294,16 +294,20 @@ pub fn detections(v: &serde_json::Value) -> Vec<(String, f64, Vec<f64>)> {
         .collect()
 }
 
+/// Where [`config`] puts the state folder: [`write_config`] (or a test writing the config
+/// into its own temporary folder, through [`with_state`]) puts it beside the config file, so
+/// it goes when the test's folder does.
+pub const STATE_DIR: &str = "{STATE_DIR}";
+
 /// An agent config: one images pipeline per `(name, model, precision)` over the fixture
-/// photos (`source_extra` adds source keys), a fresh state folder, and the broker on `port`.
+/// photos (`source_extra` adds source keys), a fresh state folder ([`STATE_DIR`]), and the
+/// broker on `port`.
 pub fn config(port: u16, device: &str, pipelines: &[(&str, &str, &str)], source_extra: &str) -> String {
     let images = root().join("tests/fixtures/images");
-    let state = std::env::temp_dir().join(format!("edge-agent-test-{device}-{}", std::process::id()));
     let mut s = format!(
         "[agent]\ndevice_id = \"{device}\"\nstats_interval_secs = 0.5\nshutdown_timeout_secs = 15\n\
-         state_dir = \"{}\"\n\n\
-         [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nmax_backoff_secs = 1\n\n",
-        state.display()
+         state_dir = \"{STATE_DIR}\"\n\n\
+         [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nmax_backoff_secs = 1\n\n"
     );
     for (name, model, precision) in pipelines {
         s += &format!(
@@ -350,8 +354,13 @@ impl Running {
 pub fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.toml");
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, with_state(text, dir.path())).unwrap();
     (dir, path)
+}
+
+/// `text` with its [`STATE_DIR`] placeholder (if any) made `dir/state`.
+pub fn with_state(text: &str, dir: &Path) -> String {
+    text.replace(STATE_DIR, &dir.join("state").display().to_string())
 }
 
 impl std::ops::Deref for Running {
