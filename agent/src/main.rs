@@ -218,8 +218,14 @@ enum ModelsCommand {
 }
 
 fn main() -> std::process::ExitCode {
-    edge_agent::allocator::tune();
+    let tuning = edge_agent::allocator::tune();
     edge_agent::logging::init();
+    match tuning {
+        edge_agent::allocator::Tuning::Refused(settings) => {
+            tracing::warn!(?settings, "glibc refused these malloc settings; inference may fault in fresh pages")
+        }
+        other => tracing::debug!(allocator = ?other, "malloc settings"),
+    }
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

@@ -2,7 +2,8 @@
 //! (u8 activations times i8 weights, summed exactly in i32) where the f32 loop of
 //! [`super::depthwise`] spends a multiply and an add on every tap. Owns the regrouping of a
 //! filter bank into fours ([`Quads`]) and the per-channel loop; x86-64 cores with AVX-512 VNNI
-//! (and VBMI, for the byte shuffle that makes the quads; [`Quads::new`] gives `None` elsewhere, and the f32 loop runs).
+//! and VBMI (for the byte shuffle that makes the quads) only: [`Quads::new`] gives `None`
+//! elsewhere, and the f32 loop runs.
 //!
 //! The input plane is split by stride phase as in the f32 loop (see `Phases` there), but kept
 //! in bytes and padded with the zero point `x0` instead of zero: the sums start from
@@ -35,14 +36,12 @@ pub struct Quads {
     x0: u8,
 }
 
-/// The CPU features [`Quads`] need.
+/// The CPU features [`Quads`] need: those of the 1×1 kernel, whose requantization it shares,
+/// and VBMI.
 fn supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vbmi")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
+        super::pointwise_vnni::supported() && std::arch::is_x86_feature_detected!("avx512vbmi")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
@@ -50,7 +49,7 @@ fn supported() -> bool {
 
 impl Quads {
     /// `w` (`[c, kh, kw]`) regrouped for geometry `g` and input zero point `x0`; `None` where the
-    /// core lacks AVX-512 VNNI.
+    /// core lacks AVX-512 VNNI or VBMI.
     pub fn new(w: &[i8], g: &Geometry, x0: u8) -> Option<Quads> {
         supported().then(|| Quads::build(w, g, x0))
     }
@@ -130,7 +129,8 @@ impl Quads {
 }
 
 thread_local! {
-    /// One thread's phases, quads, sums and requantized sums, reused from call to call.
+    /// One thread's phases, quads and requantized sums, reused from call to call (the sums stay
+    /// in registers: the scratch's `sums` is unused here).
     static SCRATCH: std::cell::RefCell<Scratch<u8, u32, i32>> = const { std::cell::RefCell::new(Scratch::new()) };
 }
 
@@ -195,6 +195,11 @@ fn sum_groups(
     (rq, c): (&Requant, usize),
     bytes: &mut [u8],
 ) {
+    let runs = bytes.len() - super::depthwise::SLACK;
+    // the sizes `Quads::channels` gives: every read below lies inside its buffer (a read that
+    // did not would leave outputs unwritten)
+    debug_assert!(runs.is_multiple_of(RUN) && quads.len().is_multiple_of(16) && phases.len() >= quads.len() + 48);
+    debug_assert!(q.reads.iter().all(|&r| r + runs <= quads.len()));
     fill(q, x, phases);
     let (phases, reads) = (&*phases, &q.reads[..]);
     use std::arch::x86_64::{__m512i, _mm512_dpbusd_epi32, _mm512_permutexvar_epi8, _mm512_set1_epi32};
@@ -209,7 +214,6 @@ fn sum_groups(
         q.copy_from_slice(&bytemuck::cast::<__m512i, [u32; 16]>(words));
     }
     let quads = &*quads;
-    let runs = bytes.len() - super::depthwise::SLACK;
     for (i, out) in bytes[..runs].chunks_exact_mut(RUN).enumerate() {
         let mut acc = [_mm512_set1_epi32(start); RUN / 16];
         for (&r, &w) in reads.iter().zip(weights) {

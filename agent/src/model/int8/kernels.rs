@@ -214,6 +214,11 @@ impl PackedWeights {
         })
     }
 
+    /// Whether `other` holds these very packed weights (a clone of them), not just equal ones.
+    pub fn same_weights(&self, other: &PackedWeights) -> bool {
+        Arc::ptr_eq(&self.a, &other.a)
+    }
+
     pub fn kernel_name(&self) -> &str {
         self.mmm.name()
     }
@@ -255,7 +260,7 @@ impl PackedWeights {
     pub fn block(&self, g: &Geometry) -> usize {
         let (ho, wo) = g.out_hw();
         let n = ho * wo;
-        match self.mmm.packings()[self.packing].1.downcast_ref::<PackedI8K4>() {
+        match self.k4() {
             Some(k4) if g.is_pointwise() => (BLOCK_BYTES / (4 * self.m)).max(16 * k4.r).next_multiple_of(k4.r).min(n),
             _ => n,
         }
@@ -263,7 +268,12 @@ impl PackedWeights {
 
     /// Whether a product of geometry `g` can be computed a block of columns at a time.
     fn blocks(&self, g: &Geometry) -> bool {
-        g.is_pointwise() && self.mmm.packings()[self.packing].1.downcast_ref::<PackedI8K4>().is_some()
+        g.is_pointwise() && self.k4().is_some()
+    }
+
+    /// The K=4-interleaved panel format of this kernel's activations, if it takes that one.
+    fn k4(&self) -> Option<&PackedI8K4> {
+        self.mmm.packings()[self.packing].1.downcast_ref::<PackedI8K4>()
     }
 
     /// `c[n, m] = Σ_k rows[n, k] · w[m, k]`: `rows` (`[n, k]`, i8) against the weights, stored
@@ -288,7 +298,7 @@ impl PackedWeights {
         let format = &self.mmm.packings()[self.packing].1;
         let mut blob = SCRATCH.lock().map_err(|_| anyhow::anyhow!("packing pool poisoned"))?.pop().unwrap_or_default();
         let (mut eager, mut other) = (None, None);
-        let b: &dyn MMMInputValue = match format.downcast_ref::<PackedI8K4>() {
+        let b: &dyn MMMInputValue = match self.k4() {
             Some(k4) => {
                 let panel_bytes = match b {
                     Activations::Im2col { x, g, x0, .. } if self.tap_major => pack_tap_major(k4, x, g, x0, &mut blob)?,

@@ -99,8 +99,8 @@ pub fn im2col_row(x: &[u8], g: &Geometry, x0: u8, k: usize, dst: &mut [i8]) {
     }
 }
 
-/// Columns `cols` of the input planes of a plain 1×1 convolution (its im2col matrix), packed straight into the
-/// K=4-interleaved layout of the VNNI and AMX kernels: panels of `r` columns, each holding,
+/// Columns `cols` of the input planes of a plain 1×1 convolution (its im2col matrix), packed
+/// straight into the K=4-interleaved layout of the VNNI and AMX kernels: panels of `r` columns, each holding,
 /// per block of 4 rows, the 4 bytes of every column together, shifted by −128 as they are
 /// interleaved, into `blob` (reused from call to call: a fresh multi-megabyte buffer per call
 /// costs its page faults every time). tract-linalg's own packer for this layout goes byte by

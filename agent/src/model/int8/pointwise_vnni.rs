@@ -33,7 +33,7 @@ pub struct Pointwise {
 }
 
 /// The CPU features [`Pointwise`] needs.
-fn supported() -> bool {
+pub(super) fn supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -167,6 +167,10 @@ fn tiles(
     out: &mut [u8],
 ) {
     let kb = p.k.div_ceil(4);
+    // the sizes `Pointwise::run` gives: every read of a tile lies inside its buffer (a read
+    // that did not would leave the tile unwritten)
+    debug_assert!(width.is_multiple_of(NR) && cols.len() <= width && quads.len() >= kb * width);
+    debug_assert!(p.words.len() == p.m * kb && out.len() >= rows.len() * n);
     for j in (0..cols.len()).step_by(NR) {
         let stored = (cols.len() - j).min(NR);
         let mut r0 = rows.start;

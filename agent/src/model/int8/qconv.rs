@@ -150,16 +150,18 @@ impl Expansion for QConvExpansion {
             add.push(bias_q + shift);
         }
         let (ho, wo) = g.out_hw();
-        // a plain 1×1 convolution on AVX-512 VNNI: the kernel that requantizes in registers
-        let pointwise = if depthwise { None } else { Pointwise::new(&wv, &g).map(Arc::new) };
-        let packed =
-            if depthwise || pointwise.is_some() { None } else { Some(PackedWeights::conv(&wv, &g, Some(ho * wo))?) };
+        let kernel = if depthwise {
+            Kernel::Depthwise(Arc::new(depthwise::Filters::new(&wv, &g, x0 as u8)))
+        } else if let Some(pointwise) = Pointwise::new(&wv, &g) {
+            // a plain 1×1 convolution on AVX-512 VNNI: the kernel that requantizes in registers
+            Kernel::Pointwise(Arc::new(pointwise))
+        } else {
+            Kernel::Product(PackedWeights::conv(&wv, &g, Some(ho * wo))?)
+        };
         let op = QConv {
             g,
             x0: x0 as u8,
-            filters: depthwise.then(|| Arc::new(depthwise::Filters::new(&wv, &g, x0 as u8))),
-            packed,
-            pointwise,
+            kernel,
             requant: Arc::new(Requant { mul, add, y0, alpha: self.0.alpha }),
             sums: Default::default(),
         };
@@ -167,18 +169,24 @@ impl Expansion for QConvExpansion {
     }
 }
 
+/// What computes a convolution: exactly one of these per op.
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// im2col (or nothing, 1×1) and the product on tract-linalg's kernels, then the
+    /// requantization pass
+    Product(PackedWeights),
+    /// a plain 1×1 convolution on AVX-512 VNNI, requantized in registers
+    Pointwise(Arc<Pointwise>),
+    /// one filter per channel
+    Depthwise(Arc<depthwise::Filters>),
+}
+
 /// The typed, runnable op.
 #[derive(Debug, Clone)]
 pub struct QConv {
     g: Geometry,
     x0: u8,
-    /// depthwise filters (absent for a plain convolution)
-    filters: Option<Arc<depthwise::Filters>>,
-    /// packed for the product kernel (absent for depthwise and for `pointwise`)
-    packed: Option<PackedWeights>,
-    /// a plain 1×1 convolution's weights for the kernel that requantizes in registers (on
-    /// AVX-512 VNNI)
-    pointwise: Option<Arc<Pointwise>>,
+    kernel: Kernel,
     requant: Arc<Requant>,
     /// `[cout, n]` i32 buffers for the sums, one per inference running this op at that moment
     /// (a fresh one per call cost its zeroing and page faults: measured, a tenth of NanoDet)
@@ -189,13 +197,11 @@ impl PartialEq for QConv {
     fn eq(&self, other: &Self) -> bool {
         self.g == other.g
             && self.x0 == other.x0
-            && match (&self.pointwise, &other.pointwise) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (a, b) => a.is_none() && b.is_none(),
-            }
-            && match (&self.filters, &other.filters) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (a, b) => a.is_none() && b.is_none(),
+            && match (&self.kernel, &other.kernel) {
+                (Kernel::Depthwise(a), Kernel::Depthwise(b)) => Arc::ptr_eq(a, b),
+                (Kernel::Pointwise(a), Kernel::Pointwise(b)) => Arc::ptr_eq(a, b),
+                (Kernel::Product(a), Kernel::Product(b)) => a.same_weights(b),
+                _ => false,
             }
             && self.requant == other.requant
     }
@@ -208,10 +214,10 @@ impl Op for QConv {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let kind = match (&self.packed, &self.pointwise) {
-            (Some(p), _) => format!("im2col + {}", p.kernel_name()),
-            (None, Some(_)) => "1×1 avx512vnni, requantized in registers".into(),
-            (None, None) => self.filters.as_ref().map_or("depthwise", |f| f.kind()).into(),
+        let kind = match &self.kernel {
+            Kernel::Product(p) => format!("im2col + {}", p.kernel_name()),
+            Kernel::Pointwise(_) => "1×1 avx512vnni, requantized in registers".into(),
+            Kernel::Depthwise(f) => f.kind().into(),
         };
         Ok(vec![format!("{:?} {kind}, leaky={:?}", self.g, self.requant.alpha)])
     }
@@ -233,13 +239,10 @@ impl EvalOp for QConv {
         {
             let mut view = y.try_as_plain_ram_mut()?;
             let out = view.as_slice_mut::<u8>()?;
-            match (&self.packed, &self.pointwise) {
-                (None, Some(pointwise)) => pointwise.run(x, n, &self.requant, out),
-                (None, None) => {
-                    let filters = self.filters.as_ref().context("EdgeQConv: depthwise filters missing")?;
-                    depthwise::depthwise(x, g, self.x0, filters, &self.requant, out)
-                }
-                (Some(packed), _) => {
+            match &self.kernel {
+                Kernel::Pointwise(pointwise) => pointwise.run(x, n, &self.requant, out),
+                Kernel::Depthwise(filters) => depthwise::depthwise(x, g, self.x0, filters, &self.requant, out),
+                Kernel::Product(packed) => {
                     // the i32 sums' buffer is reused: every value is stored before it is read
                     // computed a block of columns at a time where the product allows it: the
                     // sums are requantized while still in cache
@@ -277,7 +280,7 @@ impl TypedOp for QConv {
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let (ho, wo) = self.g.out_hw();
-        let per_out = if self.packed.is_some() { self.g.cin } else { 1 } * self.g.kh * self.g.kw;
+        let per_out = if matches!(self.kernel, Kernel::Depthwise(_)) { 1 } else { self.g.cin } * self.g.kh * self.g.kw;
         Ok(tvec!((Cost::FMA(i32::datum_type()), (self.g.cout * ho * wo * per_out).into())))
     }
 
