@@ -136,6 +136,7 @@ thread_local! {
 
 /// Copies one channel's plane `x` into the phases of `q`; the padding is left as it was (`x0`).
 /// Inlined into [`sum_groups`], to be compiled for its features.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn fill(q: &Quads, x: &[u8], phases: &mut [u8]) {
     let g = &q.g;
