@@ -27,4 +27,5 @@ pub mod vision;
 pub mod commands;
 #[cfg(test)]
 mod robustness_tests;
+pub mod sched;
 pub mod sdnotify;

@@ -219,7 +219,12 @@ enum ModelsCommand {
 
 fn main() -> std::process::ExitCode {
     let tuning = edge_agent::allocator::tune();
+    // before any thread starts, so that all inherit it; inference threads leave it
+    let scheduling = edge_agent::sched::enter(edge_agent::sched::Class::Helper);
     edge_agent::logging::init();
+    if let Err(e) = scheduling {
+        tracing::warn!(error = %e, "helper threads left in the default scheduling class; they may preempt inference");
+    }
     match tuning {
         edge_agent::allocator::Tuning::Refused(settings) => {
             tracing::warn!(?settings, "glibc refused these malloc settings; inference may fault in fresh pages")

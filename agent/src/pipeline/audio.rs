@@ -120,6 +120,7 @@ impl AudioPipeline {
 
         let (n, st, pb) = (name.clone(), stats.clone(), publish.clone());
         let vad_thread = std::thread::Builder::new().name(thread_name("vad", &name)).spawn(move || {
+            crate::sched::inference_thread();
             let mut vad_model = SileroVad::with_plan(vad_plan)
                 .map_err(|e| PipelineError::Build { pipeline: n.clone(), message: e.to_string() })?;
             let mut seg = Segmenter::new(SegmenterConfig::from_stage(&vad));
@@ -190,6 +191,7 @@ impl AudioPipeline {
 
         let (n, st) = (name.clone(), stats.clone());
         let asr = std::thread::Builder::new().name(thread_name("asr", &name)).spawn(move || {
+            crate::sched::inference_thread();
             crate::model::with_threads(threads, move || {
                 let topic = publish.topics.transcripts(&n);
                 let mut seq = 0u64;

@@ -201,6 +201,7 @@ fn spawn_vision(
         let (itx, irx, _) = link(1, Policy::Block);
         let infer_stage = stage.clone();
         let infer_thread = std::thread::Builder::new().name(thread_name("infer", &name)).spawn(move || {
+            crate::sched::inference_thread();
             crate::model::with_threads(threads, || {
                 for (frame, prepared) in prx.iter() {
                     let inferred = prepared.and_then(|p| infer_stage.infer(&frame, p));
