@@ -80,8 +80,8 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch<f32, f32, f32>> = const { std::cell::RefCell::new(Scratch::new()) };
 }
 
-/// A depthwise loop's buffers, one set per thread: its phases, a line (a row in f32 or the
-/// quads), the sums and the requantized sums of one channel.
+/// A depthwise loop's buffers, one set per thread: its phases, a line (a row in f32), the sums
+/// and the requantized sums of one channel (the VNNI loop uses the phases and the last only).
 pub(super) struct Scratch<P, L, S> {
     pub phases: Vec<P>,
     pub line: Vec<L>,

@@ -2,16 +2,18 @@
 //! (u8 activations times i8 weights, summed exactly in i32) where the f32 loop of
 //! [`super::depthwise`] spends a multiply and an add on every tap. Owns the regrouping of a
 //! filter bank into fours ([`Quads`]) and the per-channel loop; x86-64 cores with AVX-512 VNNI
-//! and VBMI (for the byte shuffle that makes the quads) only: [`Quads::new`] gives `None`
+//! and VBMI (for the byte shuffle that makes the words of four bytes) only: [`Quads::new`] gives `None`
 //! elsewhere, and the f32 loop runs.
 //!
 //! The input plane is split by stride phase as in the f32 loop (see `Phases` there), but kept
 //! in bytes and padded with the zero point `x0` instead of zero: the sums start from
-//! `-x0 · Σw`, so a padded tap adds `x0 · w - x0 · w = 0`. From the phases, word `i` of the
-//! quad image holds bytes `i..i+4`: the four columns a group of four taps of one kernel row
-//! reads for the output whose window starts at `i`. A group is then one run of words against
-//! one broadcast word of four weights, the 4th (or 2nd to 4th) weight zero where the row has
-//! fewer taps.
+//! `-x0 · Σw`, so a padded tap adds `x0 · w - x0 · w = 0`. Word `i` of a group's read is
+//! bytes `i..i+4` of the phases: the four columns a group of four taps of one kernel row
+//! reads for the output whose window starts at `i`. A group is then one run of such words
+//! against one broadcast word of four weights, the 4th (or 2nd to 4th) weight zero where the
+//! row has fewer taps. The words are made as they are used, sixteen by one `vpermb` of 64
+//! bytes: storing them as a quad image first, four times the phases' size, and reading that
+//! back was measured 8 % slower on EfficientNet-Lite0 (3.10–3.20 → 2.86–2.93 ms).
 
 use super::depthwise::{Scratch, copy_rows};
 use super::kernels::{Geometry, Requant};
@@ -27,7 +29,7 @@ pub struct Quads {
     wq: usize,
     /// bytes of one phase plane
     len: usize,
-    /// where each group reads in the quad image (the same for every channel)
+    /// where each group reads in the phases (the same for every channel)
     reads: Vec<usize>,
     /// per channel, per group: its four weight bytes as one word
     weights: Vec<i32>,
@@ -93,16 +95,14 @@ impl Quads {
         let (plane, n, run) = (g.h * g.w, ho * wo, ho * self.wq);
         let runs = run.next_multiple_of(RUN);
         let groups = self.reads.len();
-        // the quad image covers the last group's reads for the last run of sums
-        let words = self.reads.iter().max().copied().unwrap_or(0) + runs;
-        // the quads are made 16 at a time from 64 bytes
-        let words = words.next_multiple_of(16);
-        let phases_len = (self.len * g.stride.0 * g.stride.1).max(words + 48);
-        SCRATCH.with_borrow_mut(|Scratch { phases, line: quads, bytes, .. }| {
+        // the last group's last run of sums reads words up to `last`, each made from a load
+        // of 64 bytes that starts at its block of 16
+        let last = self.reads.iter().max().copied().unwrap_or(0) + runs;
+        let phases_len = (self.len * g.stride.0 * g.stride.1).max(last + 48);
+        SCRATCH.with_borrow_mut(|Scratch { phases, bytes, .. }| {
             // padding once: every channel writes the same places in between
             phases.clear();
             phases.resize(phases_len, self.x0);
-            quads.resize(words, 0);
             bytes.resize(runs + super::depthwise::SLACK, 0);
             for (i, ch) in channels.enumerate() {
                 let weights = &self.weights[ch * groups..(ch + 1) * groups];
@@ -115,7 +115,6 @@ impl Quads {
                             self,
                             &x[i * plane..(i + 1) * plane],
                             phases,
-                            quads,
                             (weights, self.start[ch]),
                             (rq, ch),
                             bytes,
@@ -129,9 +128,9 @@ impl Quads {
 }
 
 thread_local! {
-    /// One thread's phases, quads and requantized sums, reused from call to call (the sums stay
-    /// in registers: the scratch's `sums` is unused here).
-    static SCRATCH: std::cell::RefCell<Scratch<u8, u32, i32>> = const { std::cell::RefCell::new(Scratch::new()) };
+    /// One thread's phases and requantized sums, reused from call to call (the sums stay in
+    /// registers and the words are made in them: the scratch's `line` and `sums` are unused).
+    static SCRATCH: std::cell::RefCell<Scratch<u8, (), ()>> = const { std::cell::RefCell::new(Scratch::new()) };
 }
 
 /// Copies one channel's plane `x` into the phases of `q`; the padding is left as it was (`x0`).
@@ -181,9 +180,9 @@ fn fill(q: &Quads, x: &[u8], phases: &mut [u8]) {
     }
 }
 
-/// One channel: its plane `x` into the phases ([`fill`]), `quads[i]` = bytes `i..i+4` of
-/// `phases`, then the sums `start + Σ_groups` of the four byte products of
-/// `quads[reads[t] + i]` and `weights[t]`, [`RUN`] outputs at a time, requantized in registers
+/// One channel: its plane `x` into the phases ([`fill`]), then, with word `i` = bytes
+/// `i..i+4` of `phases`, the sums `start + Σ_groups` of the four byte products of word
+/// `reads[t] + i` and `weights[t]`, [`RUN`] outputs at a time, requantized in registers
 /// by `rq` for channel `c` into `bytes`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
@@ -191,7 +190,6 @@ fn sum_groups(
     q: &Quads,
     x: &[u8],
     phases: &mut [u8],
-    quads: &mut [u32],
     (weights, start): (&[i32], i32),
     (rq, c): (&Requant, usize),
     bytes: &mut [u8],
@@ -199,30 +197,25 @@ fn sum_groups(
     let runs = bytes.len() - super::depthwise::SLACK;
     // the sizes `Quads::channels` gives: every read below lies inside its buffer (a read that
     // did not would leave outputs unwritten)
-    debug_assert!(runs.is_multiple_of(RUN) && quads.len().is_multiple_of(16) && phases.len() >= quads.len() + 48);
-    debug_assert!(q.reads.iter().all(|&r| r + runs <= quads.len()));
+    debug_assert!(runs.is_multiple_of(RUN));
+    debug_assert!(q.reads.iter().all(|&r| r + runs + 48 <= phases.len()));
     fill(q, x, phases);
     let (phases, reads) = (&*phases, &q.reads[..]);
     use std::arch::x86_64::{__m512i, _mm512_dpbusd_epi32, _mm512_permutexvar_epi8, _mm512_set1_epi32};
-    // sixteen quads from one load of 64 bytes: byte k of word l is byte l + k
+    // sixteen words from one load of 64 bytes: byte k of word l is byte l + k
     let spread: [u8; 64] = std::array::from_fn(|b| (b / 4 + b % 4) as u8);
     // opaque to the compiler: with the constant in sight it rebuilt the one vpermb as a
     // dozen 128-bit shuffles (measured: a quarter of this function's time)
     let spread = std::hint::black_box(bytemuck::cast::<[u8; 64], __m512i>(spread));
-    for (i, q) in quads.chunks_exact_mut(16).enumerate() {
-        let Some(bytes) = phases.get(i * 16..).and_then(|b| b.first_chunk::<64>()) else { break };
-        let words = _mm512_permutexvar_epi8(spread, bytemuck::cast::<[u8; 64], __m512i>(*bytes));
-        q.copy_from_slice(&bytemuck::cast::<__m512i, [u32; 16]>(words));
-    }
-    let quads = &*quads;
     for (i, out) in bytes[..runs].chunks_exact_mut(RUN).enumerate() {
         let mut acc = [_mm512_set1_epi32(start); RUN / 16];
         for (&r, &w) in reads.iter().zip(weights) {
             let w = _mm512_set1_epi32(w);
-            let Some(src) = quads.get(r + i * RUN..).and_then(|s| s.first_chunk::<RUN>()) else { continue };
-            for (a, s) in acc.iter_mut().zip(src.chunks_exact(16)) {
-                let Ok(s) = <[u32; 16]>::try_from(s) else { continue };
-                *a = _mm512_dpbusd_epi32(*a, bytemuck::cast::<[u32; 16], __m512i>(s), w);
+            let Some(src) = phases.get(r + i * RUN..).and_then(|s| s.first_chunk::<{ RUN + 48 }>()) else { continue };
+            for (k, a) in acc.iter_mut().enumerate() {
+                let Some(b) = src.get(16 * k..).and_then(|b| b.first_chunk::<64>()) else { continue };
+                let words = _mm512_permutexvar_epi8(spread, bytemuck::cast::<[u8; 64], __m512i>(*b));
+                *a = _mm512_dpbusd_epi32(*a, words, w);
             }
         }
         for (o, a) in out.chunks_exact_mut(16).zip(acc) {
@@ -238,7 +231,6 @@ unsafe fn sum_groups(
     _: &Quads,
     _: &[u8],
     _: &mut [u8],
-    _: &mut [u32],
     _: (&[i32], i32),
     _: (&Requant, usize),
     _: &mut [u8],
