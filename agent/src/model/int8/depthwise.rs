@@ -153,6 +153,37 @@ pub(super) fn copy_rows(bytes: &[u8], (wq, wo): (usize, usize), out: &mut [u8]) 
     }
 }
 
+/// `dst.copy_from_slice(src)` for the short rows of small planes without a `memcpy` call: whole
+/// copies of 16, 8 or 4 bytes, the last one ending where the row ends (over part of the one
+/// before), nothing written outside `dst`. Inlined, to be compiled for its caller's features.
+#[cfg(any(test, target_arch = "x86_64"))]
+#[inline(always)]
+pub(super) fn copy_short(dst: &mut [u8], src: &[u8]) {
+    #[inline(always)]
+    fn chunks<const K: usize>(dst: &mut [u8], src: &[u8]) {
+        let n = dst.len().min(src.len());
+        let mut j = 0;
+        loop {
+            // the last chunk ends at `n` (and so starts at or before `j`)
+            let at = j.min(n - K);
+            if let (Some(d), Some(s)) = (dst[at..].first_chunk_mut::<K>(), src[at..].first_chunk::<K>()) {
+                *d = *s;
+            }
+            if at + K >= n {
+                break;
+            }
+            j += K;
+        }
+    }
+    match dst.len().min(src.len()) {
+        0..4 => dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s),
+        4..8 => chunks::<4>(dst, src),
+        8..16 => chunks::<8>(dst, src),
+        16..=64 => chunks::<16>(dst, src),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// Bytes past a run in [`store`]'s buffer, for its whole 16-byte copies.
 pub(super) const SLACK: usize = 16;
 
@@ -301,6 +332,17 @@ const RUN: usize = 64;
 mod tests {
     use super::*;
     use crate::model::int8::kernels::tests::{data, geometries, reference};
+
+    #[test]
+    fn short_copies_write_the_row_and_nothing_else() {
+        for n in 0..80 {
+            let src: Vec<u8> = (0..n as u8).map(|v| v.wrapping_mul(7).wrapping_add(1)).collect();
+            let mut dst = vec![0xEE; n + 8];
+            copy_short(&mut dst[4..4 + n], &src);
+            assert_eq!(&dst[4..4 + n], &src[..], "{n}");
+            assert!(dst[..4].iter().chain(&dst[4 + n..]).all(|&b| b == 0xEE), "{n}");
+        }
+    }
 
     #[test]
     fn depthwise_equals_the_direct_sum() {
