@@ -15,7 +15,9 @@
 //! bytes: storing them as a quad image first, four times the phases' size, and reading that
 //! back was measured 8 % slower on EfficientNet-Lite0 (3.10–3.20 → 2.86–2.93 ms).
 
-use super::depthwise::{Scratch, copy_rows, copy_short};
+#[cfg(target_arch = "x86_64")]
+use super::depthwise::copy_short;
+use super::depthwise::{Scratch, copy_rows};
 use super::kernels::{Geometry, Requant};
 
 /// Outputs summed together: four registers of sixteen.
