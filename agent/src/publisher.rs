@@ -3,8 +3,11 @@
 //!
 //! Policy, in order:
 //! 1. A live result is handed to the MQTT client at once when the broker is connected and the
-//!    client's queue has room; otherwise it is appended to the outbox. Nothing is dropped here
-//!    (retained state messages, the stats, are not buffered: the next one replaces them).
+//!    client's queue has room; otherwise it is appended to the outbox. Nothing is dropped here.
+//!    Retained messages are state (the stats, which model and head serve): only the newest per
+//!    topic is kept, in memory, and it goes first once the broker is back. (They had been
+//!    dropped when the broker was away, the start-up announcements of the active models with
+//!    them whenever they beat the first connection.)
 //! 2. While connected, the backlog is replayed oldest first, one message at a time, only when
 //!    no live result is waiting: live results keep flowing and the backlog fills the gaps.
 //!    Consumers restore order with the per-pipeline `seq`.
@@ -14,6 +17,7 @@
 //! Results handed to the client are retransmitted by it after a reconnect. Only those it holds
 //! when the agent stops while the broker is unreachable are lost (at most its queue, 256).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +40,8 @@ pub struct Publisher {
     conn: Arc<Connection>,
     outbox: Outbox,
     replay: Option<Replay>,
+    /// Retained state not handed to the client yet: the newest per topic.
+    retained: BTreeMap<String, Outgoing>,
     /// Shared with the health report.
     stats: Arc<std::sync::Mutex<OutboxStats>>,
 }
@@ -43,7 +49,7 @@ pub struct Publisher {
 impl Publisher {
     pub fn new(conn: Arc<Connection>, outbox: Outbox) -> Publisher {
         let stats = Arc::new(std::sync::Mutex::new(outbox.stats()));
-        Publisher { conn, outbox, replay: None, stats }
+        Publisher { conn, outbox, replay: None, retained: BTreeMap::new(), stats }
     }
 
     /// The outbox counters, updated as the publisher works.
@@ -65,6 +71,36 @@ impl Publisher {
 
     fn has_backlog(&self) -> bool {
         self.replay.is_some() || !self.outbox.is_empty()
+    }
+
+    /// A live message: to the client if the broker is up and the client's queue has room;
+    /// else a result goes to the outbox and retained state waits, replacing older state for
+    /// its topic.
+    fn publish(&mut self, msg: Outgoing, up: bool) {
+        if msg.retain {
+            // what waits for this topic is older: this one replaces it, sent or not
+            self.retained.remove(&msg.topic);
+        }
+        if up && self.conn.try_publish(&msg).is_ok() {
+            return;
+        }
+        if msg.retain {
+            self.retained.insert(msg.topic.clone(), msg);
+        } else {
+            self.spill(&msg);
+        }
+    }
+
+    /// Hands the waiting retained state to the client. Returns false when its queue filled
+    /// first, so the caller waits before trying again.
+    fn send_retained(&mut self) -> bool {
+        while let Some((topic, msg)) = self.retained.pop_first() {
+            if self.conn.try_publish(&msg).is_err() {
+                self.retained.insert(topic, msg);
+                return false;
+            }
+        }
+        true
     }
 
     /// Hands one backlog message to the client. Returns false when it could not (queue full,
@@ -107,7 +143,7 @@ impl Publisher {
             let up = *connected.borrow_and_update();
             if !open {
                 let past = drain_deadline.is_some_and(|d| Instant::now() >= d);
-                if !self.has_backlog() || past {
+                if (!self.has_backlog() && self.retained.is_empty()) || past {
                     break;
                 }
             }
@@ -115,19 +151,17 @@ impl Publisher {
             tokio::select! {
                 biased;
                 msg = results.recv(), if open => match msg {
-                    Some(msg) => {
-                        let sent = up && self.conn.try_publish(&msg).is_ok();
-                        // retained messages are state (stats), not results: only the newest
-                        // matters and the next one replaces it, so they are not buffered
-                        if !sent && !msg.retain {
-                            self.spill(&msg);
-                        }
-                    }
+                    Some(msg) => self.publish(msg, up),
                     None => {
                         open = false;
                         drain_deadline = Some(Instant::now() + drain_for);
                     }
                 },
+                _ = std::future::ready(()), if up && !self.retained.is_empty() => {
+                    if !self.send_retained() {
+                        tokio::time::sleep(BACKOFF).await;
+                    }
+                }
                 _ = std::future::ready(()), if replaying => {
                     if !self.replay_one() {
                         tokio::time::sleep(BACKOFF).await;
@@ -140,6 +174,9 @@ impl Publisher {
                 }
                 _ = tokio::time::sleep(Duration::from_millis(200)), if !open => {}
             }
+        }
+        if !self.retained.is_empty() {
+            tracing::info!(topics = ?self.retained.keys().collect::<Vec<_>>(), "stopping before the broker had this retained state");
         }
         if self.has_backlog() {
             tracing::warn!(
