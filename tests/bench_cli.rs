@@ -38,6 +38,8 @@ fn json_report_for_blazeface() {
     // few runs the rest took (a few frames of a fast model last too short a span to time)
     assert_eq!(r["e2e"]["frames"], 100, "{r}");
     assert!(r["e2e"]["ms_per_frame"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["e2e"]["raw_frames_ms_per_frame"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["e2e_raw_frames_over_raw"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["missing"].as_array().unwrap().is_empty(), "{r}");
 }
 

@@ -1,6 +1,9 @@
 //! The agent end to end: one pipeline going round copies of a bundled photo (each decoded
 //! afresh), through the real stages and publisher to an in-process broker, timed by a
 //! subscriber at the far side over `runs` results (at least [`MIN_FRAMES`]) after a warm-up.
+//! Twice per round: from the JPEG, and from the same photo as raw RGB frames (PPM), as a camera
+//! that delivers raw frames feeds the agent. Decoding a JPEG can cost more than a small
+//! model's inference; the second figure is what the agent itself adds.
 //! The interval between results, in steady state, is what a device delivers per frame; comparing
 //! it with raw inference shows what everything around the model costs. The pipeline runs
 //! [`ROUNDS`] times, with raw inference of the same model timed in the same process before
@@ -33,6 +36,8 @@ pub struct EndToEnd {
     pub ms_per_frame: f64,
     /// Median inference time the pipeline itself reported for those frames.
     pub inference_ms: f64,
+    /// `ms_per_frame` with raw RGB frames (PPM files) in place of the JPEGs.
+    pub raw_frames_ms_per_frame: f64,
     /// Raw inference time of the same model and precision in the same process, timed in
     /// batches between the rounds: each batch's mean, the median over the batches. Measured
     /// the way `ms_per_frame` is (a mean per round, the median over the rounds), so that the
@@ -73,8 +78,10 @@ pub fn interleaved(catalog: &Catalog, target: &Target, precision: Precision, opt
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut raw = vec![super::time_here(target, &precision, opts)?];
     let mut rounds = Vec::with_capacity(ROUNDS);
+    let mut raw_frames = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
-        rounds.push(rt.block_on(run(catalog, &target.name, precision.clone(), opts.runs, opts.threads))?);
+        rounds.push(rt.block_on(run(catalog, &target.name, precision.clone(), opts, Frames::Jpeg))?);
+        raw_frames.push(rt.block_on(run(catalog, &target.name, precision.clone(), opts, Frames::Ppm))?.ms_per_frame);
         raw.push(super::time_here(target, &precision, opts)?);
     }
     let mut batch_means: Vec<f64> = raw.iter().map(|b| b.iter().sum::<f64>() / b.len().max(1) as f64).collect();
@@ -86,6 +93,7 @@ pub fn interleaved(catalog: &Catalog, target: &Target, precision: Precision, opt
         rounds: ROUNDS,
         ms_per_frame,
         inference_ms,
+        raw_frames_ms_per_frame: super::median_p90(&mut raw_frames).0,
         raw_ms: super::median_p90(&mut batch_means).0,
         raw_median_ms: super::median_p90(&mut single).0,
         peak_rss_mb: super::peak_rss_mb(),
@@ -93,18 +101,22 @@ pub fn interleaved(catalog: &Catalog, target: &Target, precision: Precision, opt
     })
 }
 
-/// Runs the pipeline for `model` at `precision` over `frames` photos and times the results.
-pub async fn run(
-    catalog: &Catalog,
-    model: &str,
-    precision: Precision,
-    frames: usize,
-    threads: usize,
-) -> Result<EndToEnd> {
+/// What the pipeline's source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frames {
+    /// copies of the JPEG
+    Jpeg,
+    /// the JPEG decoded once and written as PPM: raw RGB, as a camera's frames
+    Ppm,
+}
+
+/// Runs the pipeline for `model` at `precision` over `opts.runs` frames (at least
+/// [`MIN_FRAMES`]) and times the results.
+pub async fn run(catalog: &Catalog, model: &str, precision: Precision, opts: &Options, kind: Frames) -> Result<EndToEnd> {
     let entry = catalog.get(model).with_context(|| format!("no image model {model:?}"))?;
-    let frames = frames.max(MIN_FRAMES);
+    let (frames, threads) = (opts.runs.max(MIN_FRAMES), opts.threads);
     // copying the photos is file work: off the runtime's workers
-    let (dir, frames_dir, photo) = tokio::task::spawn_blocking(move || copy_photos(PHOTOS)).await??;
+    let (dir, frames_dir, photo) = tokio::task::spawn_blocking(move || copy_photos(PHOTOS, kind)).await??;
     // the photos go round until `frames` results have been timed after the first WARM_UP:
     // the first results may arrive in a burst (queued while the agent was still connecting
     // to the broker), which would make the interval look shorter than any frame takes
@@ -179,6 +191,7 @@ pub async fn run(
         rounds: 1,
         ms_per_frame: span / (frames - 1) as f64,
         inference_ms: super::median_p90(&mut inference).0,
+        raw_frames_ms_per_frame: f64::NAN,
         raw_ms: f64::NAN,
         raw_median_ms: f64::NAN,
         photo: photo.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
@@ -195,8 +208,9 @@ const MIN_FRAMES: usize = 100;
 /// Results left out of the timing at the start.
 const WARM_UP: usize = 20;
 
-/// A temporary folder with `frames` copies of the first bundled photo, and that photo's path.
-fn copy_photos(frames: usize) -> Result<(tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)> {
+/// A temporary folder with `frames` copies of the first bundled photo (as JPEG or PPM), and
+/// that photo's path.
+fn copy_photos(frames: usize, kind: Frames) -> Result<(tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)> {
     let samples = crate::demo::samples_dir();
     let mut photos: Vec<_> = std::fs::read_dir(&samples)
         .with_context(|| format!("reading the bundled photos in {}", samples.display()))?
@@ -208,8 +222,18 @@ fn copy_photos(frames: usize) -> Result<(tempfile::TempDir, std::path::PathBuf, 
     let dir = tempfile::tempdir()?;
     let frames_dir = dir.path().join("frames");
     std::fs::create_dir(&frames_dir)?;
-    for i in 0..frames {
-        std::fs::copy(&photo, frames_dir.join(format!("{i:05}.jpg")))?;
+    match kind {
+        Frames::Jpeg => {
+            for i in 0..frames {
+                std::fs::copy(&photo, frames_dir.join(format!("{i:05}.jpg")))?;
+            }
+        }
+        Frames::Ppm => {
+            let rgb = crate::source::decode_image_file(&photo)?;
+            for i in 0..frames {
+                crate::source::save_ppm(&rgb, &frames_dir.join(format!("{i:05}.ppm")))?;
+            }
+        }
     }
     Ok((dir, frames_dir, photo))
 }

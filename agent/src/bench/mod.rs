@@ -135,6 +135,9 @@ pub struct Report {
     /// e2e ms per frame / raw inference ms of the same precision, timed in the end-to-end
     /// run's process between its rounds.
     pub e2e_over_raw: Option<f64>,
+    /// The same with raw RGB frames (PPM) in place of the JPEG: what the agent adds when the
+    /// frames need no decoding, as a camera's raw frames.
+    pub e2e_raw_frames_over_raw: Option<f64>,
     pub tract: BTreeMap<String, Variant>,
     pub onnxruntime: BTreeMap<String, reference::Timing>,
     /// Variants or runs that could not be measured, and why.
@@ -371,6 +374,7 @@ pub fn report(exe: &Path, overrides: &[String], target: &Target, opts: &Options)
         peak_fraction_fp32: macs.zip(fp32).and_then(|(m, t)| cpu.fraction(m, t, false)),
         peak_fraction_int8: macs.zip(int8).and_then(|(m, t)| cpu.fraction(m, t, true)),
         e2e_over_raw: e2e.as_ref().map(|e| e.ms_per_frame / e.raw_ms),
+        e2e_raw_frames_over_raw: e2e.as_ref().map(|e| e.raw_frames_ms_per_frame / e.raw_ms),
         e2e,
         tract,
         onnxruntime,

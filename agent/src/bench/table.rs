@@ -21,7 +21,7 @@ pub fn print_table(reports: &[Report]) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<24} {:>7} {:>9} {:>9} {:>7} {:>9} {:>7} {:>8} {:>8} {:>9} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8}",
+        "{:<24} {:>7} {:>9} {:>9} {:>7} {:>9} {:>7} {:>8} {:>8} {:>9} {:>7} {:>7} {:>8} {:>7} {:>7} {:>8} {:>8}",
         "model",
         "GMACs",
         "tract f32",
@@ -36,6 +36,7 @@ pub fn print_table(reports: &[Report]) -> String {
         "%pk i8",
         "e2e",
         "e2e/raw",
+        "ppm/raw",
         "load i8",
         "RSS i8"
     );
@@ -43,7 +44,7 @@ pub fn print_table(reports: &[Report]) -> String {
         let i8v = r.tract.get("int8");
         let _ = writeln!(
             s,
-            "{:<24} {:>7} {:>9} {:>9} {:>7} {:>9} {:>7} {:>8} {:>8} {:>9} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8}",
+            "{:<24} {:>7} {:>9} {:>9} {:>7} {:>9} {:>7} {:>8} {:>8} {:>9} {:>7} {:>7} {:>8} {:>7} {:>7} {:>8} {:>8}",
             r.model,
             cell(r.macs.map(|m| m as f64 / 1e9), 2),
             cell(r.tract_fp32_ms, 1),
@@ -58,6 +59,7 @@ pub fn print_table(reports: &[Report]) -> String {
             cell(r.peak_fraction_int8.map(|f| f * 100.0), 1),
             cell(r.e2e.as_ref().map(|e| e.ms_per_frame), 1),
             cell(r.e2e_over_raw, 2),
+            cell(r.e2e_raw_frames_over_raw, 2),
             cell(i8v.map(|v| v.load_ms), 0),
             cell(i8v.map(|v| v.peak_rss_mb), 0),
         );

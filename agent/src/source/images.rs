@@ -1,4 +1,6 @@
 //! Still images as a frame source: a file, a folder (its images in name order) or a glob.
+//! JPEG, PNG, and binary PPM (`.ppm`/`.pnm`: raw RGB frames, as a camera delivers them, e.g.
+//! extracted from a recording with `ffmpeg -i clip.mp4 frames/%05d.ppm`).
 //! Without `fps` frames are produced as fast as they are taken (a batch; nothing dropped);
 //! with `fps` they are paced like a camera. An undecodable file is logged and skipped.
 
@@ -10,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Frame, FrameSource, SourceError, decode_image_file, sleep_until};
 
-const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
+const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "ppm", "pnm"];
 
 pub struct ImagesSource {
     pattern: String,
@@ -164,6 +166,17 @@ mod tests {
         let f = s.next_frame(&CancellationToken::new()).unwrap().unwrap();
         assert!(f.source.ends_with("c.jpg"));
         assert_eq!((f.image.width(), f.image.height()), (451, 300));
+    }
+
+    #[test]
+    fn a_ppm_frame_holds_the_pixels_it_was_written_with() {
+        let photo = decode_image_file(&fixtures().join("chelsea.jpg")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        crate::source::save_ppm(&photo, &dir.path().join("chelsea.ppm")).unwrap();
+        assert!(std::fs::read(dir.path().join("chelsea.ppm")).unwrap().starts_with(b"P6"));
+        let mut s = ImagesSource::new(dir.path().to_str().unwrap(), None, false).unwrap();
+        let f = s.next_frame(&CancellationToken::new()).unwrap().unwrap();
+        assert_eq!(*f.image, photo);
     }
 
     #[test]

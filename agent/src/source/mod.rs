@@ -113,6 +113,19 @@ pub fn decode_image_file(path: &Path) -> Result<RgbImage, SourceError> {
     Ok(img.into_rgb8())
 }
 
+/// Writes `image` as a binary PPM (P6): the raw frames the images source reads without
+/// decoding.
+pub fn save_ppm(image: &RgbImage, path: &Path) -> Result<(), SourceError> {
+    use image::ImageEncoder;
+    use image::codecs::pnm::{PnmEncoder, PnmSubtype, SampleEncoding};
+    let err = |message: String| SourceError::Image { path: path.display().to_string(), message };
+    let file = std::fs::File::create(path).map_err(|e| err(e.to_string()))?;
+    PnmEncoder::new(std::io::BufWriter::new(file))
+        .with_subtype(PnmSubtype::Pixmap(SampleEncoding::Binary))
+        .write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::Rgb8)
+        .map_err(|e| err(e.to_string()))
+}
+
 /// Sleeps until `deadline` in short steps, returning false early if `cancel` fires.
 pub(crate) fn sleep_until(deadline: std::time::Instant, cancel: &CancellationToken) -> bool {
     loop {
