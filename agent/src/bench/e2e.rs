@@ -72,8 +72,8 @@ fn stage(model: &str, task: &Task, precision: Precision) -> StageConfig {
     }
 }
 
-/// [`ROUNDS`] runs of [`run`] over `opts.runs` frames, between batches of `opts.runs` raw
-/// inferences of the same graph in this process.
+/// [`ROUNDS`] rounds, each a [`run`] on the JPEGs and one on PPM frames, between batches of
+/// `opts.runs` raw inferences of the same graph in this process.
 pub fn interleaved(catalog: &Catalog, target: &Target, precision: Precision, opts: &Options) -> Result<EndToEnd> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut raw = vec![super::time_here(target, &precision, opts)?];
