@@ -217,6 +217,9 @@ impl Loaded {
 /// Loads one precision of a target here, warms it up and times it on request (the child
 /// process's work; see [`rounds`]).
 pub fn serve_variant(target: &Target, precision: &Precision, exec: Int8Exec, opts: &Options) -> anyhow::Result<()> {
+    // this thread runs the model, as an agent's inference thread does (`main` put the
+    // process among the helpers)
+    crate::sched::inference_thread();
     engine::with_threads(opts.threads, || {
         let loaded = Loaded::new(target, precision, exec)?;
         let file_bytes = std::fs::metadata(&loaded.path).map(|m| m.len()).unwrap_or(0);
@@ -228,6 +231,18 @@ pub fn serve_variant(target: &Target, precision: &Precision, exec: Int8Exec, opt
 /// `runs` timings of one precision of a target, in this process (the raw inference the end
 /// to end run is compared with, timed just before and after it).
 pub fn time_here(target: &Target, precision: &Precision, opts: &Options) -> anyhow::Result<Vec<f64>> {
+    // in the inference class while timing, as an agent's inference thread; back among the
+    // helpers after, so that the threads this one starts next (the end-to-end run's) are
+    // helpers as in the agent
+    crate::sched::inference_thread();
+    let times = time_loaded(target, precision, opts);
+    if let Err(e) = crate::sched::enter(crate::sched::Class::Helper) {
+        tracing::debug!(error = %e, "bench thread left in the inference class");
+    }
+    times
+}
+
+fn time_loaded(target: &Target, precision: &Precision, opts: &Options) -> anyhow::Result<Vec<f64>> {
     engine::with_threads(opts.threads, || {
         let loaded = Loaded::new(target, precision, Int8Exec::Integer)?;
         (0..opts.runs)
