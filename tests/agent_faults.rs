@@ -105,7 +105,10 @@ fn a_broker_down_at_start_up_gets_everything_later() {
     assert_eq!(got, (0..7).collect::<BTreeSet<u64>>(), "every photo's result arrives once the broker is up");
     // the retained announcement of the active model, made at start-up while the broker was down
     let active = "edge-agent/late/models/nanodet/active/int8";
-    assert!(seen.iter().any(|m| m.topic == active), "the start-up announcement {active} must arrive once the broker is up");
+    assert!(
+        seen.iter().any(|m| m.topic == active),
+        "the start-up announcement {active} must arrive once the broker is up"
+    );
     // and the broker keeps it for whoever subscribes next
     let later = subscribe_durable(broker.port, "watch-after", active);
     let kept = collect_until(&later, Duration::from_secs(5), |m| m.topic == active);

@@ -41,10 +41,8 @@ pub fn tune() -> Tuning {
             return Tuning::LeftToEnvironment;
         }
         const LIMIT: libc::c_int = 1 << 30;
-        let settings = [
-            ("M_MMAP_THRESHOLD", libc::M_MMAP_THRESHOLD, LIMIT),
-            ("M_TRIM_THRESHOLD", libc::M_TRIM_THRESHOLD, LIMIT),
-        ];
+        let settings =
+            [("M_MMAP_THRESHOLD", libc::M_MMAP_THRESHOLD, LIMIT), ("M_TRIM_THRESHOLD", libc::M_TRIM_THRESHOLD, LIMIT)];
         let refused: Vec<&'static str> = settings
             .into_iter()
             .filter(|&(_, param, value)| {

@@ -112,7 +112,13 @@ pub enum Frames {
 
 /// Runs the pipeline for `model` at `precision` over `opts.runs` frames (at least
 /// [`MIN_FRAMES`]) and times the results.
-pub async fn run(catalog: &Catalog, model: &str, precision: Precision, opts: &Options, kind: Frames) -> Result<EndToEnd> {
+pub async fn run(
+    catalog: &Catalog,
+    model: &str,
+    precision: Precision,
+    opts: &Options,
+    kind: Frames,
+) -> Result<EndToEnd> {
     let entry = catalog.get(model).with_context(|| format!("no image model {model:?}"))?;
     let (frames, threads) = (opts.runs.max(MIN_FRAMES), opts.threads);
     // copying the photos is file work: off the runtime's workers

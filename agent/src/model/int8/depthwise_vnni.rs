@@ -230,12 +230,4 @@ fn sum_groups(
 /// Never called: [`Quads::new`] gives `None` off x86-64.
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(unsafe_code)]
-unsafe fn sum_groups(
-    _: &Quads,
-    _: &[u8],
-    _: &mut [u8],
-    _: (&[i32], i32),
-    _: (&Requant, usize),
-    _: &mut [u8],
-) {
-}
+unsafe fn sum_groups(_: &Quads, _: &[u8], _: &mut [u8], _: (&[i32], i32), _: (&Requant, usize), _: &mut [u8]) {}
