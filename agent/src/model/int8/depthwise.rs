@@ -77,20 +77,20 @@ pub fn depthwise(x: &[u8], g: &Geometry, x0: u8, filters: &Filters, rq: &Requant
 thread_local! {
     /// One thread's phases, sums and requantized sums, reused from call to call (a fresh
     /// buffer costs its page faults every time).
-    static SCRATCH: std::cell::RefCell<Scratch<f32, f32, f32>> = const { std::cell::RefCell::new(Scratch::new()) };
+    static SCRATCH: std::cell::RefCell<Scratch> = const { std::cell::RefCell::new(Scratch::new()) };
 }
 
-/// A depthwise loop's buffers, one set per thread: its phases, a line (a row in f32), the sums
-/// and the requantized sums of one channel (the VNNI loop uses the phases and the last only).
-pub(super) struct Scratch<P, L, S> {
-    pub phases: Vec<P>,
-    pub line: Vec<L>,
-    pub sums: Vec<S>,
-    pub bytes: Vec<u8>,
+/// The f32 loop's buffers, one set per thread: its phases, a line (a row in f32), the sums
+/// and the requantized sums of one channel.
+struct Scratch {
+    phases: Vec<f32>,
+    line: Vec<f32>,
+    sums: Vec<f32>,
+    bytes: Vec<u8>,
 }
 
-impl<P, L, S> Scratch<P, L, S> {
-    pub const fn new() -> Self {
+impl Scratch {
+    const fn new() -> Self {
         Scratch { phases: Vec::new(), line: Vec::new(), sums: Vec::new(), bytes: Vec::new() }
     }
 }
@@ -99,64 +99,32 @@ impl<P, L, S> Scratch<P, L, S> {
 /// [`WIDE`] outputs or more in place, one call per row; shorter ones in one pass over the
 /// whole run into `bytes` (measured: a call per output row was most of the requantization in
 /// the 7 and 14 wide layers), then each output row copied from the first `wo` of its `wq`.
-/// `bytes` is the run's length plus [`SLACK`].
-pub(super) fn store<T: Sum>(
-    rq: &Requant,
-    ch: usize,
-    sums: &[T],
-    (wq, wo): (usize, usize),
-    bytes: &mut [u8],
-    out: &mut [u8],
-) {
-    let run = bytes.len() - SLACK;
+/// `bytes` is the run's length.
+fn store<T: Sum>(rq: &Requant, ch: usize, sums: &[T], (wq, wo): (usize, usize), bytes: &mut [u8], out: &mut [u8]) {
     if wo >= WIDE {
         for (o, s) in out.chunks_exact_mut(wo).zip(sums.chunks(wq)) {
             rq.channel(ch, &s[..wo], o);
         }
         return;
     }
-    rq.channel(ch, &sums[..run], &mut bytes[..run]);
+    let run = bytes.len();
+    rq.channel(ch, &sums[..run], bytes);
     copy_rows(bytes, (wq, wo), out);
 }
 
-/// Each output row of `out` (`wo` long) from the first `wo` of its `wq` in `bytes` (which has
-/// [`SLACK`] bytes past the rows).
+/// Each output row of `out` (`wo` long) from the first `wo` of its `wq` in `bytes`, without a
+/// `memcpy` call per short row (measured: a call per row of 7 to 28 bytes was 6 % of
+/// EfficientNet-Lite0's int8 time).
 pub(super) fn copy_rows(bytes: &[u8], (wq, wo): (usize, usize), out: &mut [u8]) {
-    if wo >= WIDE {
-        for (o, b) in out.chunks_exact_mut(wo).zip(bytes.chunks(wq)) {
-            o.copy_from_slice(&b[..wo]);
-        }
-        return;
-    }
-    // rows in order, each in whole 16-byte copies: what a copy writes past its row belongs to
-    // the rows after it, which are written later (measured: a `memcpy` call per row of 7 to 28
-    // bytes was 6 % of EfficientNet-Lite0's int8 time); the last ones, without room for that,
-    // byte by byte
-    for r in 0..out.len() / wo.max(1) {
-        let (src, at) = (&bytes[r * wq..], r * wo);
-        let mut j = 0;
-        while j < wo {
-            match (
-                src.get(j..).and_then(|s| s.first_chunk::<16>()),
-                out.get_mut(at + j..).and_then(|d| d.first_chunk_mut::<16>()),
-            ) {
-                (Some(s), Some(d)) => *d = *s,
-                _ => {
-                    for (d, &s) in out[at + j..at + wo].iter_mut().zip(&src[j..wo]) {
-                        *d = s;
-                    }
-                    break;
-                }
-            }
-            j += 16;
-        }
+    for (o, b) in out.chunks_exact_mut(wo.max(1)).zip(bytes.chunks(wq.max(1))) {
+        copy_short(o, &b[..wo]);
     }
 }
 
 /// `dst.copy_from_slice(src)` for the short rows of small planes without a `memcpy` call: whole
 /// copies of 16, 8 or 4 bytes, the last one ending where the row ends (over part of the one
-/// before), nothing written outside `dst`. Inlined, to be compiled for its caller's features.
-#[cfg(any(test, target_arch = "x86_64"))]
+/// before), nothing written outside `dst`; longer rows by `copy_from_slice`. Inlined, to be
+/// compiled for its caller's features.
 #[inline(always)]
 pub(super) fn copy_short(dst: &mut [u8], src: &[u8]) {
     #[inline(always)]
@@ -183,9 +151,6 @@ pub(super) fn copy_short(dst: &mut [u8], src: &[u8]) {
         _ => dst.copy_from_slice(src),
     }
 }
-
-/// Bytes past a run in [`store`]'s buffer, for its whole 16-byte copies.
-pub(super) const SLACK: usize = 16;
 
 /// Where a convolution of geometry `g` reads: its padded input split by stride phase.
 ///
@@ -232,7 +197,7 @@ impl Phases {
             phases.resize(self.len * g.stride.0 * g.stride.1 + RUN, 0.0);
             line.resize(plane, 0.0);
             sums.resize(runs, 0.0);
-            bytes.resize(run + SLACK, 0);
+            bytes.resize(run, 0);
             for (i, ch) in channels.enumerate() {
                 fill(self, &x[i * plane..(i + 1) * plane], x0, phases, line);
                 sum_taps(phases, &self.reads, &taps[ch * t..(ch + 1) * t], &mut sums[..runs]);

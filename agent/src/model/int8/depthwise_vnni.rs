@@ -15,9 +15,9 @@
 //! bytes: storing them as a quad image first, four times the phases' size, and reading that
 //! back was measured 8 % slower on EfficientNet-Lite0 (3.10–3.20 → 2.86–2.93 ms).
 
+use super::depthwise::copy_rows;
 #[cfg(target_arch = "x86_64")]
 use super::depthwise::copy_short;
-use super::depthwise::{Scratch, copy_rows};
 use super::kernels::{Geometry, Requant};
 
 /// Outputs summed together: four registers of sixteen.
@@ -101,11 +101,11 @@ impl Quads {
         // of 64 bytes that starts at its block of 16
         let last = self.reads.iter().max().copied().unwrap_or(0) + runs;
         let phases_len = (self.len * g.stride.0 * g.stride.1).max(last + 48);
-        SCRATCH.with_borrow_mut(|Scratch { phases, bytes, .. }| {
+        SCRATCH.with_borrow_mut(|(phases, bytes)| {
             // padding once: every channel writes the same places in between
             phases.clear();
             phases.resize(phases_len, self.x0);
-            bytes.resize(runs + super::depthwise::SLACK, 0);
+            bytes.resize(runs, 0);
             for (i, ch) in channels.enumerate() {
                 let weights = &self.weights[ch * groups..(ch + 1) * groups];
                 if supported() {
@@ -131,8 +131,8 @@ impl Quads {
 
 thread_local! {
     /// One thread's phases and requantized sums, reused from call to call (the sums stay in
-    /// registers and the words are made in them: the scratch's `line` and `sums` are unused).
-    static SCRATCH: std::cell::RefCell<Scratch<u8, (), ()>> = const { std::cell::RefCell::new(Scratch::new()) };
+    /// registers, and the words of four bytes are made in them).
+    static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Copies one channel's plane `x` into the phases of `q`; the padding is left as it was (`x0`).
@@ -197,7 +197,7 @@ fn sum_groups(
     (rq, c): (&Requant, usize),
     bytes: &mut [u8],
 ) {
-    let runs = bytes.len() - super::depthwise::SLACK;
+    let runs = bytes.len();
     // the sizes `Quads::channels` gives: every read below lies inside its buffer (a read that
     // did not would leave outputs unwritten)
     debug_assert!(runs.is_multiple_of(RUN));
@@ -210,7 +210,7 @@ fn sum_groups(
     // opaque to the compiler: with the constant in sight it rebuilt the one vpermb as a
     // dozen 128-bit shuffles (measured: a quarter of this function's time)
     let spread = std::hint::black_box(bytemuck::cast::<[u8; 64], __m512i>(spread));
-    for (i, out) in bytes[..runs].chunks_exact_mut(RUN).enumerate() {
+    for (i, out) in bytes.chunks_exact_mut(RUN).enumerate() {
         let mut acc = [_mm512_set1_epi32(start); RUN / 16];
         for (&r, &w) in reads.iter().zip(weights) {
             let w = _mm512_set1_epi32(w);
