@@ -35,8 +35,10 @@ fn json_report_for_blazeface() {
         assert!(v["file"].as_str().unwrap().ends_with(&format!("blazeface.{p}.onnx")), "{v}");
     }
     // the end-to-end run timed its results through the broker: at least 100 of them, however
-    // few runs the rest took (a few frames of a fast model last too short a span to time)
-    assert_eq!(r["e2e"]["frames"], 100, "{r}");
+    // few runs the rest took (a few frames of a fast model last too short a span to time),
+    // more to fill a second of a fast model's, never more than 5000
+    let frames = r["e2e"]["frames"].as_u64().unwrap();
+    assert!((100..=5000).contains(&frames), "{r}");
     assert!(r["e2e"]["ms_per_frame"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["e2e"]["raw_frames_ms_per_frame"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["e2e_raw_frames_over_raw"].as_f64().unwrap() > 0.0, "{r}");

@@ -43,6 +43,7 @@ pub fn run(config: Option<&Path>, models_dir: Option<&Path>) -> Result<ExitCode>
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("edge-rt")
+        .on_thread_start(crate::sched::background_thread)
         .enable_all()
         .build()
         .context("starting the async runtime")?;

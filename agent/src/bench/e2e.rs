@@ -1,6 +1,7 @@
 //! The agent end to end: one pipeline going round copies of a bundled photo (each decoded
 //! afresh), through the real stages and publisher to an in-process broker, timed by a
-//! subscriber at the far side over `runs` results (at least [`MIN_FRAMES`]) after a warm-up.
+//! subscriber at the far side over `runs` results (at least [`MIN_FRAMES`], and enough for
+//! [`MIN_SPAN_MS`] of results) after a warm-up.
 //! Twice per round: from the JPEG, and from the same photo as raw RGB frames (PPM), as a camera
 //! that delivers raw frames feeds the agent. Decoding a JPEG can cost more than a small
 //! model's inference; the second figure is what the agent itself adds.
@@ -75,13 +76,21 @@ fn stage(model: &str, task: &Task, precision: Precision) -> StageConfig {
 /// [`ROUNDS`] rounds, each a [`run`] on the JPEGs and one on PPM frames, between batches of
 /// `opts.runs` raw inferences of the same graph in this process.
 pub fn interleaved(catalog: &Catalog, target: &Target, precision: Precision, opts: &Options) -> Result<EndToEnd> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // as the agent's runtime: its threads in the background class
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .on_thread_start(crate::sched::background_thread)
+        .enable_all()
+        .build()?;
     let mut raw = vec![super::time_here(target, &precision, opts)?];
+    let first_mean = raw[0].iter().sum::<f64>() / raw[0].len().max(1) as f64;
+    let frames = frames_for(opts.runs, first_mean);
     let mut rounds = Vec::with_capacity(ROUNDS);
     let mut raw_frames = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
-        rounds.push(rt.block_on(run(catalog, &target.name, precision.clone(), opts, Frames::Jpeg))?);
-        raw_frames.push(rt.block_on(run(catalog, &target.name, precision.clone(), opts, Frames::Ppm))?.ms_per_frame);
+        rounds.push(rt.block_on(run(catalog, &target.name, precision.clone(), frames, opts.threads, Frames::Jpeg))?);
+        raw_frames.push(
+            rt.block_on(run(catalog, &target.name, precision.clone(), frames, opts.threads, Frames::Ppm))?.ms_per_frame,
+        );
         raw.push(super::time_here(target, &precision, opts)?);
     }
     let mut batch_means: Vec<f64> = raw.iter().map(|b| b.iter().sum::<f64>() / b.len().max(1) as f64).collect();
@@ -101,6 +110,12 @@ pub fn interleaved(catalog: &Catalog, target: &Target, precision: Precision, opt
     })
 }
 
+/// The one field of a result the subscriber reads.
+#[derive(Deserialize)]
+struct Timed {
+    inference_ms: Option<f64>,
+}
+
 /// What the pipeline's source reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frames {
@@ -110,17 +125,25 @@ pub enum Frames {
     Ppm,
 }
 
-/// Runs the pipeline for `model` at `precision` over `opts.runs` frames (at least
-/// [`MIN_FRAMES`]) and times the results.
+/// Frames to time per round: `runs`, at least [`MIN_FRAMES`], and enough at `raw_ms` each
+/// to last [`MIN_SPAN_MS`].
+fn frames_for(runs: usize, raw_ms: f64) -> usize {
+    let span = if raw_ms > 0.0 { (MIN_SPAN_MS / raw_ms).ceil() as usize } else { 0 };
+    runs.max(MIN_FRAMES).max(span.min(MAX_FRAMES))
+}
+
+/// Runs the pipeline for `model` at `precision`, with tract on `threads` threads, over
+/// `frames` frames (at least 2) and times the results.
 pub async fn run(
     catalog: &Catalog,
     model: &str,
     precision: Precision,
-    opts: &Options,
+    frames: usize,
+    threads: usize,
     kind: Frames,
 ) -> Result<EndToEnd> {
     let entry = catalog.get(model).with_context(|| format!("no image model {model:?}"))?;
-    let (frames, threads) = (opts.runs.max(MIN_FRAMES), opts.threads);
+    let frames = frames.max(2);
     // copying the photos is file work: off the runtime's workers
     let (dir, frames_dir, photo) = tokio::task::spawn_blocking(move || copy_photos(PHOTOS, kind)).await??;
     // the photos go round until `frames` results have been timed after the first WARM_UP:
@@ -147,9 +170,11 @@ pub async fn run(
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
-                    let ms = v.get("inference_ms").and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
-                    seen.push((Instant::now(), ms));
+                    let at = Instant::now();
+                    // only the one field: a fast model's results come thousands a second, and
+                    // this subscriber shares the cores with the agent it times
+                    let ms = serde_json::from_slice::<Timed>(&p.payload).ok().and_then(|t| t.inference_ms);
+                    seen.push((at, ms.unwrap_or(f64::NAN)));
                 }
                 Ok(_) => {}
                 Err(e) => bail!("bench subscriber lost the broker: {e}"),
@@ -210,6 +235,14 @@ const PHOTOS: usize = 8;
 
 /// Fewest results timed: a fast model's 20 frames last about 15 ms, too short a span to time.
 const MIN_FRAMES: usize = 100;
+
+/// Shortest span of timed results in a round. 100 of BlazeFace's frames last 55 ms: such
+/// rounds read from 0.98 to 1.14 × raw inference in two runs of one build; rounds of 2000
+/// frames read 1.064–1.074 in three.
+const MIN_SPAN_MS: f64 = 1000.0;
+
+/// The most frames a round is made to last [`MIN_SPAN_MS`] with.
+const MAX_FRAMES: usize = 5000;
 
 /// Results left out of the timing at the start.
 const WARM_UP: usize = 20;

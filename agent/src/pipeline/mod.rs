@@ -178,9 +178,10 @@ fn spawn_vision(
         let src_stats = stats.clone();
         let src_name = name.clone();
         // the capture thread owns the cancellation token: shutdown reaches sources only
-        let source_thread = std::thread::Builder::new()
-            .name(thread_name("src", &name))
-            .spawn(move || run_source(&src_name, &source, &cancel, &tx, &src_stats))?;
+        let source_thread = std::thread::Builder::new().name(thread_name("src", &name)).spawn(move || {
+            crate::sched::background_thread();
+            run_source(&src_name, &source, &cancel, &tx, &src_stats)
+        })?;
         // preparing (resize, letterbox, normalise) runs beside inference, one frame ahead; the
         // link between them holds one prepared frame and blocks, so it adds no drops and at
         // most one frame of latency
@@ -188,6 +189,7 @@ fn spawn_vision(
         let (ptx, prx, _) = link(1, Policy::Block);
         let prep_stage = stage.clone();
         let prep_thread = std::thread::Builder::new().name(thread_name("prep", &name)).spawn(move || {
+            crate::sched::background_thread();
             for frame in rx.iter() {
                 let prepared = prep_stage.prepare(&frame);
                 if ptx.send((frame, prepared)).is_err() {
@@ -214,9 +216,10 @@ fn spawn_vision(
         })?;
         let post_stats = stats.clone();
         let post_name = name.clone();
-        let post_thread = std::thread::Builder::new()
-            .name(thread_name("post", &name))
-            .spawn(move || post_loop(&post_name, &stage, skip_empty, &irx, &post_stats, &publish))?;
+        let post_thread = std::thread::Builder::new().name(thread_name("post", &name)).spawn(move || {
+            crate::sched::background_thread();
+            post_loop(&post_name, &stage, skip_empty, &irx, &post_stats, &publish)
+        })?;
         Ok(Running { name, stats, threads: vec![source_thread, prep_thread, infer_thread, post_thread] })
     }
 }
