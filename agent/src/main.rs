@@ -6,7 +6,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use edge_agent::config::{DetectStage, Precision, Tiling};
-use edge_agent::model::int8::Int8Exec;
 use edge_agent::model::{Catalog, ModelPool, VerifyReport, default_models_dir};
 use edge_agent::vision::detector::Detector;
 
@@ -400,66 +399,21 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             child_fake_quant,
             child_e2e,
         } => {
-            if !(1..=256).contains(&threads) || !(1..=10_000).contains(&runs) {
-                bail!("--threads must be in [1, 256] and --runs in [1, 10000]");
-            }
-            let catalog = catalog()?;
-            let mut targets = edge_agent::bench::select(&catalog, &model)?;
-            if !file.is_empty() {
-                let [target] = &mut targets[..] else { bail!("--file needs exactly one --model") };
-                for f in &file {
-                    let (p, path) = f.split_once('=').context("--file wants PRECISION=PATH")?;
-                    let precision: Precision = p.parse().map_err(|e| anyhow::anyhow!("--file {f}: {e}"))?;
-                    target
-                        .files
-                        .insert(precision, (std::fs::canonicalize(path).with_context(|| path.to_string())?, None));
-                }
-            }
-            let opts = edge_agent::bench::Options { threads, runs, reference: !no_reference, e2e: !no_e2e };
-            if let Some(precision) = child_variant {
-                let target = targets.first().context("--child-variant needs --model")?;
-                let exec = if child_fake_quant { Int8Exec::FakeQuant } else { Int8Exec::Integer };
-                edge_agent::bench::serve_variant(target, &precision, exec, &opts)?;
-                return Ok(std::process::ExitCode::SUCCESS);
-            }
-            if profile {
-                for target in &targets {
-                    for (key, precision, exec) in edge_agent::bench::variants(target) {
-                        let Some((path, _)) = target.files.get(&precision) else { continue };
-                        let rows = edge_agent::model::with_threads(threads, || {
-                            let plan = edge_agent::bench::plan(target, path, exec)?;
-                            edge_agent::bench::profile::by_op(&plan, &edge_agent::bench::feed(target)?, runs)
-                        })
-                        .with_context(|| format!("profiling {} {key}", target.name))?;
-                        print!("{}", edge_agent::bench::profile::table(&format!("{} {key}", target.name), &rows, 12));
-                    }
-                }
-                return Ok(std::process::ExitCode::SUCCESS);
-            }
-            if let Some(precision) = child_e2e {
-                let target = targets.first().context("--child-e2e needs --model")?;
-                let e2e = edge_agent::bench::e2e::interleaved(&catalog, target, precision, &opts)?;
-                println!("{}", serde_json::to_string(&e2e)?);
-                return Ok(std::process::ExitCode::SUCCESS);
-            }
-            let exe = std::env::current_exe().context("finding this program to run the measurements")?;
-            let overrides: Vec<String> = file.iter().flat_map(|f| ["--file".to_string(), f.clone()]).collect();
-            let mut reports = Vec::new();
-            for target in &targets {
-                eprintln!("bench: {} ...", target.name);
-                let report = edge_agent::bench::report(&exe, &overrides, target, &opts);
-                if json {
-                    println!("{}", serde_json::to_string(&report)?);
-                }
-                reports.push(report);
-            }
-            if !json {
-                print!("{}", edge_agent::bench::print_table(&reports));
-            }
-            if let Some(path) = csv {
-                std::fs::write(&path, edge_agent::bench::csv(&reports))
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
+            let args = edge_agent::bench::cli::Args {
+                model,
+                threads,
+                runs,
+                json,
+                csv,
+                no_reference,
+                no_e2e,
+                file,
+                profile,
+                child_variant,
+                child_fake_quant,
+                child_e2e,
+            };
+            edge_agent::bench::cli::run(&catalog()?, args)?;
         }
         Command::Devices => {
             for name in edge_agent::audio::microphone::devices() {

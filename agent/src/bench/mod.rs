@@ -5,6 +5,7 @@
 //! share of this core's peak it reaches; and the agent end to end (photos in, results
 //! published to a broker) against raw inference timed in the same process.
 
+pub mod cli;
 pub mod cost;
 pub mod e2e;
 pub mod inputs;
