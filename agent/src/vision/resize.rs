@@ -63,6 +63,9 @@ thread_local! {
     static TALL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Values summed at once in the vertical pass: four AVX-512 registers, eight NEON ones.
+const COLUMNS: usize = 64;
+
 /// The two passes of [`resize_region`] over the clipped region, `rw` wide, into `out`, with the
 /// taps of its rows and columns. Compiled for AVX-512, AVX2 and NEON and picked at run time
 /// (measured in a profile of the agent end to end on BlazeFace: in SSE2 this resize of the
@@ -85,14 +88,28 @@ fn filter(
         let start = (region.y as usize + y) * stride + region.x as usize * 3;
         &pixels[start..start + rw * 3]
     };
-    // vertical: each output row a weighted sum of source rows, across the region's width
+    // vertical: each output row a weighted sum of source rows, across the region's width, in
+    // blocks of COLUMNS values whose sums stay in registers over all the taps (adding each tap
+    // into the line in memory loaded and stored the line once per tap)
     debug_assert!(tall.len() == h * rw * 3);
     for (line, (top, weights)) in tall.chunks_exact_mut(rw * 3).zip(rows) {
-        let top = *top;
-        line.fill(0.0);
+        let mut blocks = line.chunks_exact_mut(COLUMNS);
+        let mut x = 0;
+        for block in &mut blocks {
+            let mut acc = [0f32; COLUMNS];
+            for (i, &wt) in weights.iter().enumerate() {
+                for (a, &v) in acc.iter_mut().zip(&row(top + i)[x..x + COLUMNS]) {
+                    *a += wt * v as f32;
+                }
+            }
+            block.copy_from_slice(&acc);
+            x += COLUMNS;
+        }
+        let rest = blocks.into_remainder();
+        rest.fill(0.0);
         for (i, &wt) in weights.iter().enumerate() {
-            for (acc, &v) in line.iter_mut().zip(row(top + i)) {
-                *acc += wt * v as f32;
+            for (a, &v) in rest.iter_mut().zip(&row(top + i)[x..]) {
+                *a += wt * v as f32;
             }
         }
     }
