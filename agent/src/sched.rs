@@ -107,15 +107,24 @@ mod tests {
         }
     }
 
+    // The test process may itself run niced (CI under `nice`), and going back up to nice 0
+    // needs privilege: nice values are checked where they can have been set.
+
     #[test]
     fn a_thread_moves_between_the_classes_and_its_children_inherit() {
         std::thread::spawn(|| {
-            enter(Class::Helper).unwrap();
-            assert_eq!((policy(), nice()), (libc::SCHED_BATCH, 0));
+            let start = nice();
+            let entered = enter(Class::Helper);
+            // the policy is set even where the nice value cannot go back up
+            assert_eq!(policy(), libc::SCHED_BATCH);
+            if start == 0 {
+                entered.unwrap();
+                assert_eq!(nice(), 0);
+            }
             let child = std::thread::spawn(|| (policy(), nice())).join().unwrap();
-            assert_eq!(child, (libc::SCHED_BATCH, 0));
+            assert_eq!(child, (libc::SCHED_BATCH, nice()));
             inference_thread();
-            assert_eq!((policy(), nice()), (libc::SCHED_OTHER, 0));
+            assert_eq!(policy(), libc::SCHED_OTHER);
         })
         .join()
         .unwrap();
@@ -123,6 +132,7 @@ mod tests {
 
     #[test]
     fn a_background_thread_is_niced_alone_and_its_children_inherit() {
+        let start = nice();
         let (mine, theirs) = std::thread::spawn(|| {
             background_thread();
             let child = std::thread::spawn(|| (policy(), nice())).join().unwrap();
@@ -130,9 +140,12 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert_eq!(mine, (libc::SCHED_BATCH, BACKGROUND_NICE));
+        assert_eq!(mine.0, libc::SCHED_BATCH);
+        if start <= BACKGROUND_NICE {
+            assert_eq!(mine.1, BACKGROUND_NICE);
+        }
         assert_eq!(theirs, mine);
         // nice is per thread: the spawning thread is untouched
-        assert_ne!(nice(), BACKGROUND_NICE);
+        assert_eq!(nice(), start);
     }
 }
