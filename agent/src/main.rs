@@ -113,42 +113,7 @@ enum Command {
     },
     /// Time every model (or --model) in tract at fp32 and int8, against onnxruntime when its
     /// venv exists (scripts/make-bench-venv.sh), and the agent end to end; prints a table.
-    Bench {
-        /// A model (repeatable; default: all). `whisper-tiny-en` is its encoder and its decoder step, `whisper-tiny-en/decoder` one of them.
-        #[arg(long)]
-        model: Vec<String>,
-        /// Threads for one inference.
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-        /// Timed runs after three warm-ups.
-        #[arg(long, default_value_t = 20)]
-        runs: usize,
-        /// One JSON object per model instead of the table.
-        #[arg(long)]
-        json: bool,
-        /// Also write the measurements as CSV.
-        #[arg(long)]
-        csv: Option<PathBuf>,
-        /// Skip onnxruntime.
-        #[arg(long)]
-        no_reference: bool,
-        /// Skip the end-to-end run.
-        #[arg(long)]
-        no_e2e: bool,
-        /// Time another graph file for a precision, e.g. `int8=my-quantization.onnx` (with one
-        /// --model; onnxruntime times it too).
-        #[arg(long, value_name = "PRECISION=PATH")]
-        file: Vec<String>,
-        /// Instead of timing, show where each variant's inference time goes, by op kind.
-        #[arg(long)]
-        profile: bool,
-        #[arg(long, hide = true)]
-        child_variant: Option<Precision>,
-        #[arg(long, hide = true)]
-        child_fake_quant: bool,
-        #[arg(long, hide = true)]
-        child_e2e: Option<Precision>,
-    },
+    Bench(edge_agent::bench::cli::Args),
     /// List the audio capture devices (names for a microphone source's `device`).
     Devices,
     /// List or verify the installed models.
@@ -385,36 +350,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             let done = rt.block_on(edge_agent::update::push::rollback(&t, &key, &slot, precision, print_status))?;
             eprintln!("{slot}: back to {} on {}", done.version.unwrap_or_default(), t.device);
         }
-        Command::Bench {
-            model,
-            threads,
-            runs,
-            json,
-            csv,
-            no_reference,
-            no_e2e,
-            file,
-            profile,
-            child_variant,
-            child_fake_quant,
-            child_e2e,
-        } => {
-            let args = edge_agent::bench::cli::Args {
-                model,
-                threads,
-                runs,
-                json,
-                csv,
-                no_reference,
-                no_e2e,
-                file,
-                profile,
-                child_variant,
-                child_fake_quant,
-                child_e2e,
-            };
-            edge_agent::bench::cli::run(&catalog()?, args)?;
-        }
+        Command::Bench(args) => edge_agent::bench::cli::run(&catalog()?, args)?,
         Command::Devices => {
             for name in edge_agent::audio::microphone::devices() {
                 println!("{name}");

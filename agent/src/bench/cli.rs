@@ -10,21 +10,43 @@ use crate::config::Precision;
 use crate::model::Catalog;
 use crate::model::int8::Int8Exec;
 
-/// The command line's arguments (see `edge-agent bench --help`).
-#[derive(Debug, Clone, Default)]
+/// The command line's arguments.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
+    /// A model (repeatable; default: all). `whisper-tiny-en` is its encoder and its decoder
+    /// step, `whisper-tiny-en/decoder` one of them.
+    #[arg(long)]
     pub model: Vec<String>,
+    /// Threads for one inference.
+    #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Timed runs after three warm-ups.
+    #[arg(long, default_value_t = 20)]
     pub runs: usize,
+    /// One JSON object per model instead of the table.
+    #[arg(long)]
     pub json: bool,
+    /// Also write the measurements as CSV.
+    #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Skip onnxruntime.
+    #[arg(long)]
     pub no_reference: bool,
+    /// Skip the end-to-end run.
+    #[arg(long)]
     pub no_e2e: bool,
-    /// `PRECISION=PATH` overrides of a model's graph files.
+    /// Time another graph file for a precision, e.g. `int8=my-quantization.onnx` (with one
+    /// --model; onnxruntime times it too).
+    #[arg(long, value_name = "PRECISION=PATH")]
     pub file: Vec<String>,
+    /// Instead of timing, show where each variant's inference time goes, by op kind.
+    #[arg(long)]
     pub profile: bool,
+    #[arg(long, hide = true)]
     pub child_variant: Option<Precision>,
+    #[arg(long, hide = true)]
     pub child_fake_quant: bool,
+    #[arg(long, hide = true)]
     pub child_e2e: Option<Precision>,
 }
 
