@@ -81,9 +81,9 @@ pub fn interleaved(catalog: &Catalog, target: &Target, precision: Precision, opt
         .on_thread_start(crate::sched::background_thread)
         .enable_all()
         .build()?;
+    let mean = |batch: &[f64]| batch.iter().sum::<f64>() / batch.len().max(1) as f64;
     let mut raw = vec![super::time_here(target, &precision, opts)?];
-    let first_mean = raw[0].iter().sum::<f64>() / raw[0].len().max(1) as f64;
-    let frames = frames_for(opts.runs, first_mean);
+    let frames = frames_for(opts.runs, mean(&raw[0]));
     let mut rounds = Vec::with_capacity(ROUNDS);
     let mut raw_frames = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
@@ -93,7 +93,7 @@ pub fn interleaved(catalog: &Catalog, target: &Target, precision: Precision, opt
         );
         raw.push(super::time_here(target, &precision, opts)?);
     }
-    let mut batch_means: Vec<f64> = raw.iter().map(|b| b.iter().sum::<f64>() / b.len().max(1) as f64).collect();
+    let mut batch_means: Vec<f64> = raw.iter().map(|b| mean(b)).collect();
     let mut single: Vec<f64> = raw.concat();
     let median = |f: fn(&EndToEnd) -> f64| super::median_p90(&mut rounds.iter().map(f).collect::<Vec<_>>()).0;
     let (ms_per_frame, inference_ms) = (median(|e| e.ms_per_frame), median(|e| e.inference_ms));

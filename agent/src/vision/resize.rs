@@ -69,7 +69,8 @@ const COLUMNS: usize = 64;
 /// The two passes of [`resize_region`] over the clipped region, `rw` wide, into `out`, with the
 /// taps of its rows and columns. Compiled for AVX-512, AVX2 and NEON and picked at run time
 /// (measured in a profile of the agent end to end on BlazeFace: in SSE2 this resize of the
-/// 512×512 photo took 12 % of the samples, more than the inference thread's 9.5 %; 1.7 % now). A multiply and an add, not `mul_add`: every clone rounds alike.
+/// 512×512 photo took 12 % of the samples, more than the inference thread's 9.5 %; 1.7 %
+/// now). A multiply and an add, not `mul_add`: every clone rounds alike.
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
 fn filter(
     frame: &RgbImage,

@@ -2,8 +2,8 @@
 //! (u8 activations times i8 weights, summed exactly in i32) where the f32 loop of
 //! [`super::depthwise`] spends a multiply and an add on every tap. Owns the regrouping of a
 //! filter bank into fours ([`Quads`]) and the per-channel loop; x86-64 cores with AVX-512 VNNI
-//! and VBMI (for the byte shuffle that makes the words of four bytes) only: [`Quads::new`] gives `None`
-//! elsewhere, and the f32 loop runs.
+//! and VBMI (for the byte shuffle that makes the words of four bytes) only: [`Quads::new`]
+//! gives `None` elsewhere, and the f32 loop runs.
 //!
 //! The input plane is split by stride phase as in the f32 loop (see `Phases` there), but kept
 //! in bytes and padded with the zero point `x0` instead of zero: the sums start from
