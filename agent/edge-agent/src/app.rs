@@ -1,0 +1,305 @@
+//! The agent's lifecycle: load and validate config, load models, connect to the broker,
+//! spawn pipelines, publish stats, and stop cleanly.
+//!
+//! Shutdown (on SIGINT/SIGTERM, or when every finite source has ended): the cancellation
+//! token reaches the sources only; each inference thread drains its link and ends; the results
+//! channel closes and the publisher drains it into MQTT; the client says `offline` and
+//! disconnects. All of it is bounded by `agent.shutdown_timeout_secs`.
+
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use edge_core::model::{Catalog, default_models_dir};
+use crate::mqtt::{Outgoing, Topics};
+use crate::pipeline::Running;
+use crate::sink::SinkContext;
+
+/// Messages queued between the pipelines and the MQTT publisher.
+const RESULTS_CHANNEL: usize = 64;
+
+/// Loads a config file, validated against the models it names.
+pub fn load_config(path: &Path, models_dir: Option<&Path>) -> Result<Config> {
+    let raw = crate::config::load_raw(path)?;
+    let dir = models_dir
+        .map(Path::to_path_buf)
+        .or_else(|| raw.pointer("/agent/models_dir").and_then(|v| v.as_str()).map(Into::into))
+        .unwrap_or_else(default_models_dir);
+    let catalog = Catalog::open(&dir).with_context(|| format!("reading models in {}", dir.display()))?;
+    let mut config = crate::config::validate::check(raw, &catalog)
+        .map_err(|issues| crate::config::ConfigError::Invalid { file: path.to_path_buf(), issues })?;
+    config.agent.models_dir = Some(dir);
+    Ok(config)
+}
+
+/// The async runtime of `run` (and the demo): two workers, in the background scheduling class.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("edge-rt")
+        .on_thread_start(crate::sched::background_thread)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// `edge-agent run --config FILE`.
+pub fn run(path: &Path, models_dir: Option<&Path>) -> Result<ExitCode> {
+    let config = load_config(path, models_dir)?;
+    runtime()?.block_on(serve(config, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the agent");
+                if let Err(e) = ctrl_c.await {
+                    tracing::error!(error = %e, "cannot watch Ctrl-C either");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    if ctrl_c.await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Runs `config` until every pipeline's source ends or `shutdown` resolves.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let models_dir = config.agent.models_dir.clone().unwrap_or_else(default_models_dir);
+    let catalog = Catalog::open(&models_dir)?;
+    let device = config.agent.device_id.clone();
+    let topics = Topics::new(&config.mqtt.prefix, &device);
+    // building loads models: blocking work, kept off the runtime's workers
+    let build_config = config.clone();
+    let crate::pipeline::Built { pipelines, slots, models } =
+        tokio::task::spawn_blocking(move || crate::pipeline::build_all(&build_config, &catalog))
+            .await?
+            .map_err(|errors| anyhow!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
+    let outbox_dir = config.agent.state_dir.join("outbox");
+    let outbox = crate::outbox::Outbox::open(&outbox_dir, config.outbox.max_mb << 20, config.outbox.segment_kb << 10)
+        .with_context(|| format!("opening the outbox in {} (agent.state_dir)", outbox_dir.display()))?;
+    if !outbox.is_empty() {
+        tracing::info!(messages = outbox.stats().messages, "results from an earlier run wait in the outbox");
+    }
+    let subscriptions = vec![topics.commands(), topics.model_updates()];
+    let (conn, incoming) = crate::mqtt::connect(&config.mqtt, &device, topics.clone(), subscriptions)?;
+    let conn = Arc::new(conn);
+
+    let cancel = CancellationToken::new();
+    let (results_tx, results_rx) = mpsc::channel::<Outgoing>(RESULTS_CHANNEL);
+    let sinks = SinkContext {
+        device: device.clone(),
+        topics: topics.clone(),
+        results: results_tx.clone(),
+        base_dir: config.agent.state_dir.clone(),
+    };
+    let mut running = Vec::new();
+    for p in pipelines {
+        let name = p.name.clone();
+        running.push(p.spawn(cancel.clone(), &sinks).with_context(|| format!("starting pipeline {name}"))?);
+    }
+    drop(sinks);
+    tracing::info!(pipelines = running.len(), device = %device, "agent running");
+
+    let deadline = Duration::from_secs_f64(config.agent.shutdown_timeout_secs);
+    let publisher = crate::publisher::Publisher::new(conn.clone(), outbox);
+    let outbox_stats = publisher.stats_handle();
+    // the backlog may use up to half of the stop deadline; the rest is for draining pipelines
+    let publisher = tokio::spawn(publisher.run(results_rx, deadline / 2));
+    let health = Arc::new(crate::health::Health {
+        device: device.clone(),
+        started: Instant::now(),
+        pipelines: running.iter().map(|r| (r.name.clone(), r.stats.clone())).collect(),
+        outbox: outbox_stats,
+        connected: conn.connected(),
+    });
+    if let Some(addr) = config.agent.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics on {addr}"))?;
+        tracing::info!(%addr, "serving /metrics");
+        tokio::spawn(crate::metrics::serve(listener, health.clone(), cancel.clone()));
+    }
+    let stats_task = tokio::spawn(publish_stats(
+        health.clone(),
+        topics.stats(),
+        results_tx.clone(),
+        Duration::from_secs_f64(config.agent.stats_interval_secs),
+        cancel.clone(),
+    ));
+    // updates are verified and applied on their own thread (file and model work is blocking)
+    let (updates_tx, updates_rx) = crossbeam_channel::bounded(UPDATE_QUEUE);
+    let manager = crate::update::manager::Manager::new(
+        &device,
+        topics.clone(),
+        config.updates.clone(),
+        slots.slots.clone(),
+        models,
+        results_tx.clone(),
+    );
+    let events = slots.events.clone();
+    let updates_thread = std::thread::Builder::new()
+        .name("updates".into())
+        .spawn(move || manager.run(updates_rx, events))
+        .context("starting the updates thread")?;
+    let router =
+        Router { health: health.clone(), topics: topics.clone(), results: results_tx.clone(), updates: updates_tx };
+    let commands_task = tokio::spawn(handle_commands(incoming, router, cancel.clone()));
+    drop(results_tx);
+
+    let notifier = Arc::new(crate::sdnotify::Notifier::from_env());
+    notifier.notify(&format!("READY=1\nSTATUS=running {} pipeline(s)", health.pipelines.len()));
+    if let Some(period) = crate::sdnotify::Notifier::watchdog_period() {
+        tokio::spawn(watchdog(notifier.clone(), health.clone(), period, cancel.clone()));
+    }
+
+    let names: Vec<String> = running.iter().map(|r| r.name.clone()).collect();
+    let mut joined = tokio::task::spawn_blocking(move || running.into_iter().map(Running::join).collect::<Vec<_>>());
+    let outcome = tokio::select! {
+        r = &mut joined => Some(r),
+        _ = shutdown => { tracing::info!("stopping"); None }
+    };
+    notifier.notify("STOPPING=1");
+    cancel.cancel();
+    let started = Instant::now();
+    let drained = tokio::time::timeout(deadline, async {
+        let results = match outcome {
+            Some(r) => r,
+            None => joined.await,
+        }?;
+        stats_task.await?;
+        commands_task.await?;
+        // the commands task held the updates queue: the manager ends when it has drained it
+        tokio::task::spawn_blocking(move || updates_thread.join())
+            .await?
+            .map_err(|_| anyhow!("the updates thread panicked"))?;
+        publisher.await?;
+        let conn = Arc::into_inner(conn).ok_or_else(|| anyhow!("MQTT connection still shared at shutdown"))?;
+        conn.close().await?;
+        anyhow::Ok(results)
+    })
+    .await;
+    let results = match drained {
+        Ok(r) => r?,
+        Err(_) => return Err(anyhow!("shutdown did not finish within {deadline:?}; exiting anyway")),
+    };
+    tracing::info!(ms = started.elapsed().as_millis() as u64, "stopped");
+    for (name, s) in &health.pipelines {
+        tracing::info!(pipeline = %name, stats = ?s.snapshot(), "final");
+    }
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| e.to_string()).collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("{} of {} pipelines failed:\n{}", failures.len(), names.len(), failures.join("\n")))
+    }
+}
+
+/// Publishes the retained stats every `every`, and once more when cancelled.
+async fn publish_stats(
+    health: Arc<crate::health::Health>,
+    topic: String,
+    results: mpsc::Sender<Outgoing>,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        let last = tokio::select! { _ = tick.tick() => false, _ = cancel.cancelled() => true };
+        let payload = serde_json::to_vec(&health.message()).unwrap_or_default();
+        if results.send(Outgoing { topic: topic.clone(), payload, retain: true }).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Update requests waiting for the updates thread; more are refused with a log line (the
+/// push client waits for each answer, so this only fills under abuse).
+const UPDATE_QUEUE: usize = 16;
+
+/// Where incoming messages go.
+struct Router {
+    health: Arc<crate::health::Health>,
+    topics: Topics,
+    results: mpsc::Sender<Outgoing>,
+    updates: crossbeam_channel::Sender<crate::update::manager::Incoming>,
+}
+
+/// Answers commands and hands update requests to the updates thread, until cancelled. Bad
+/// payloads get an error ack and a log line.
+async fn handle_commands(mut incoming: mpsc::Receiver<rumqttc::Publish>, router: Router, cancel: CancellationToken) {
+    use crate::commands::{Ack, CommandKind, parse, salvage_id};
+    let Router { health, topics, results, updates } = router;
+    let base = topics.base();
+    loop {
+        let msg = tokio::select! {
+            m = incoming.recv() => match m { Some(m) => m, None => return },
+            _ = cancel.cancelled() => return,
+        };
+        if crate::update::protocol::slot_of_topic(&base, &msg.topic).is_some() {
+            let m = crate::update::manager::Incoming { topic: msg.topic.clone(), payload: msg.payload.to_vec() };
+            if updates.try_send(m).is_err() {
+                tracing::warn!(topic = %msg.topic, "update request dropped: the updates queue is full");
+            }
+            continue;
+        }
+        let ack = match parse(&msg.payload) {
+            Ok(cmd) => {
+                if cmd.kind == CommandKind::PublishStats {
+                    let payload = serde_json::to_vec(&health.message()).unwrap_or_default();
+                    if results.send(Outgoing { topic: topics.stats(), payload, retain: true }).await.is_err() {
+                        return;
+                    }
+                }
+                Ack { id: cmd.id, ok: true, error: None }
+            }
+            Err(e) => {
+                tracing::warn!(topic = %msg.topic, error = %e, "bad command");
+                Ack { id: salvage_id(&msg.payload), ok: false, error: Some(e.to_string()) }
+            }
+        };
+        let payload = serde_json::to_vec(&ack).unwrap_or_default();
+        if results.send(Outgoing { topic: topics.command_acks(), payload, retain: false }).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends systemd keep-alives every `period` while the pipelines make progress; a stalled
+/// pipeline (frames waiting, none finishing) stops them, and systemd restarts the agent.
+async fn watchdog(
+    notifier: Arc<crate::sdnotify::Notifier>,
+    health: Arc<crate::health::Health>,
+    period: Duration,
+    cancel: CancellationToken,
+) {
+    // keep-alives go out every half watchdog period; a stall is a whole period without progress
+    let mut progress = crate::sdnotify::Progress::new(period * 2);
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! { _ = tick.tick() => {}, _ = cancel.cancelled() => return }
+        let snapshots: Vec<_> = health.pipelines.values().map(|p| p.snapshot()).collect();
+        if progress.healthy(&snapshots) {
+            notifier.notify("WATCHDOG=1");
+        } else {
+            tracing::warn!("a pipeline made no progress in {:?}; withholding the watchdog keep-alive", period * 2);
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! The device side of updates, on its own `updates` thread: checks each request, assembles
+//! chunks on disk (resumable), verifies the result, persists it, swaps it in (a head into its
+//! slot, a detection model into the pool's shared handle) and answers every step on
+//! `.../models/<name>/update/status`.
+//!
+//! Nothing is trusted before its signature is: the manifest is verified against the
+//! configured keys first, then its claims (slot, device, version, size, backbone, freshness);
+//! bytes are only kept for a verified manifest, written under the slot's own folder, and the
+//! finished file must match the signed sha256 and size, and parse as a head that fits the
+//! backbone and gives finite scores on a probe (or load in tract as the model it replaces and
+//! decode a probe) before it replaces anything.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use crossbeam_channel::{Receiver, select};
+use ed25519_dalek::VerifyingKey;
+use tokio::sync::mpsc;
+
+use super::models::{ModelTarget, ModelTargets, key as model_key};
+use super::protocol::{Kind, Request, RollbackOrder, State, Status, UpdateManifest, parse, slot_of_topic};
+use super::sign;
+use edge_core::store::VersionStore;
+use crate::config::{Precision, UpdateSettings};
+use edge_core::head::slot::{HeadSlot, SlotEvent};
+use edge_core::head::{Head, valid_name};
+use crate::mqtt::{Outgoing, Topics};
+
+/// A message from the broker on an update topic.
+pub struct Incoming {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// What an update replaces.
+#[derive(Clone)]
+enum Target {
+    Slot(Arc<HeadSlot>),
+    Model(Arc<ModelTarget>),
+}
+
+impl Target {
+    fn store(&self) -> &VersionStore {
+        match self {
+            Target::Slot(s) => &s.store,
+            Target::Model(m) => &m.store,
+        }
+    }
+}
+
+struct Transfer {
+    id: String,
+    target: Target,
+    manifest: UpdateManifest,
+    /// The signed manifest text and signature, stored beside the head.
+    record: serde_json::Value,
+    part: PathBuf,
+    file: std::fs::File,
+    received: u64,
+    last: Instant,
+}
+
+pub struct Manager {
+    device: String,
+    topics: Topics,
+    settings: UpdateSettings,
+    trusted: Vec<VerifyingKey>,
+    slots: BTreeMap<String, Arc<HeadSlot>>,
+    models: ModelTargets,
+    transfers: BTreeMap<String, Transfer>,
+    out: mpsc::Sender<Outgoing>,
+}
+
+/// A rejection: the reason goes back to the sender.
+type Reject = String;
+
+impl Manager {
+    pub fn new(
+        device: &str,
+        topics: Topics,
+        settings: UpdateSettings,
+        slots: BTreeMap<String, Arc<HeadSlot>>,
+        models: ModelTargets,
+        out: mpsc::Sender<Outgoing>,
+    ) -> Manager {
+        let trusted = settings.trusted_keys.iter().filter_map(|k| sign::public_key(k).ok()).collect();
+        Manager { device: device.into(), topics, settings, trusted, slots, models, transfers: BTreeMap::new(), out }
+    }
+
+    /// Runs until `requests` closes: requests, slot events, and idle-transfer checks.
+    pub fn run(mut self, requests: Receiver<Incoming>, events: Receiver<SlotEvent>) {
+        for slot in self.slots.values() {
+            self.publish_active(slot);
+        }
+        for m in self.models.values() {
+            self.publish_model(m);
+        }
+        // events from opening the slots (a stored head that failed to load) come first
+        while let Ok(e) = events.try_recv() {
+            self.on_event(e);
+        }
+        loop {
+            select! {
+                recv(requests) -> msg => match msg {
+                    Ok(m) => self.on_message(&m),
+                    Err(_) => return,
+                },
+                recv(events) -> e => if let Ok(e) = e { self.on_event(e) },
+                default(Duration::from_millis(250)) => {}
+            }
+            self.expire_idle();
+        }
+    }
+
+    fn send(&self, slot: &str, status: Status) {
+        let payload = serde_json::to_vec(&status).unwrap_or_default();
+        self.emit(Outgoing { topic: self.topics.update_status(slot), payload, retain: false });
+    }
+
+    /// Into the results channel (the publisher, or its outbox when the broker is away). It
+    /// closes only at shutdown, after which there is nobody to tell.
+    fn emit(&self, msg: Outgoing) {
+        if let Err(e) = self.out.blocking_send(msg) {
+            tracing::debug!(topic = %e.0.topic, "results channel closed; update message not published");
+        }
+    }
+
+    /// The retained description of what a slot serves now.
+    fn publish_active(&self, slot: &HeadSlot) {
+        let active = slot.active();
+        let m = &active.head.manifest;
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "schema": "edge-agent.model-active.v1",
+            "slot": slot.name,
+            "version": active.version,
+            "head": m.name,
+            "labels": m.labels.len(),
+            "backbone": slot.backbone,
+            "previous": slot.previous_version(),
+        }))
+        .unwrap_or_default();
+        self.emit(Outgoing { topic: self.topics.model_active(&slot.name), payload, retain: true });
+    }
+
+    /// The retained description of a model target (`.../models/<name>/active/<precision>`).
+    fn publish_model(&self, m: &ModelTarget) {
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "schema": "edge-agent.model-active.v1",
+            "model": m.name,
+            "precision": m.precision,
+            "version": m.active_version(),
+            "previous": m.store.previous().or_else(|| m.store.current().map(|_| m.shipped.manifest.version.clone())),
+        }))
+        .unwrap_or_default();
+        let topic = format!("{}/{}", self.topics.model_active(&m.name), m.precision);
+        self.emit(Outgoing { topic, payload, retain: true });
+    }
+
+    pub(crate) fn on_message(&mut self, m: &Incoming) {
+        let Some(slot) = slot_of_topic(&self.topics.base(), &m.topic) else { return };
+        let slot = slot.to_string();
+        let request = match parse(&m.payload) {
+            Ok(r) => r,
+            Err(reason) => {
+                let id = crate::commands::salvage_id(&m.payload);
+                tracing::warn!(%slot, %reason, "bad update request");
+                return self.send(
+                    &sanitize(&slot),
+                    Status::new(id.as_deref(), &sanitize(&slot), State::Rejected).reason(reason),
+                );
+            }
+        };
+        let id = request.id().to_string();
+        let known = self.slots.contains_key(&slot) || self.models.values().any(|m| m.name == slot);
+        if !valid_name(&slot) || !known {
+            let reason = if valid_name(&slot) {
+                format!("no classify stage uses slot {slot:?} and no pipeline runs a model of that name")
+            } else {
+                "invalid slot name (letters, digits, '.', '_', '-'; no path)".to_string()
+            };
+            tracing::warn!(slot = %sanitize(&slot), %reason, "update rejected");
+            return self
+                .send(&sanitize(&slot), Status::new(Some(&id), &sanitize(&slot), State::Rejected).reason(reason));
+        }
+        let pending = self.transfers.get(&slot).filter(|t| t.id == id).map(|t| t.manifest.version.clone());
+        let result = match request {
+            Request::Begin { manifest, signature, .. } => self.begin(&slot, &id, &manifest, &signature),
+            Request::Chunk { offset, total, data, .. } => self.chunk(&slot, &id, offset, total, &data),
+            Request::Rollback { order, signature, .. } => self.rollback(&slot, &id, &order, &signature),
+        };
+        if let Err(reason) = result {
+            tracing::warn!(%slot, %id, %reason, "update rejected");
+            let current = self.transfers.get(&slot).filter(|t| t.id == id).map(|t| t.manifest.version.clone());
+            if current.is_some() {
+                self.transfers.remove(&slot);
+            }
+            let version = current.or(pending);
+            let mut status = Status::new(Some(&id), &slot, State::Rejected).reason(reason);
+            status.version = version;
+            self.send(&slot, status);
+        }
+    }
+
+    /// Checks a signed text and returns which key signed it.
+    fn verify_signature(&self, text: &str, signature: &str) -> Result<usize, Reject> {
+        if self.trusted.is_empty() {
+            return Err("updates are disabled: no trusted keys configured (updates.trusted_keys)".into());
+        }
+        sign::verify(&self.trusted, text.as_bytes(), signature).map_err(|e| format!("signature: {e}"))
+    }
+
+    fn check_claims(
+        &self,
+        topic_name: &str,
+        store: &VersionStore,
+        for_slot: &str,
+        device: &str,
+        issued_at_ms: u64,
+    ) -> Result<(), Reject> {
+        if for_slot != topic_name {
+            return Err(format!("signed for {for_slot:?}, sent to {topic_name:?}"));
+        }
+        if device != "*" && device != self.device {
+            return Err(format!("signed for device {device:?}, this is {:?}", self.device));
+        }
+        let last = store.last_issued_at_ms();
+        if issued_at_ms <= last {
+            return Err(format!("stale or replayed order: issued_at_ms {issued_at_ms} is not after {last}"));
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, slot_name: &str, id: &str, text: &str, signature: &str) -> Result<(), Reject> {
+        self.verify_signature(text, signature)?;
+        let manifest: UpdateManifest = serde_json::from_str(text).map_err(|e| format!("manifest: {e}"))?;
+        let target = self.target_for(slot_name, manifest.kind, manifest.precision.as_ref())?;
+        self.check_claims(slot_name, target.store(), &manifest.slot, &manifest.device, manifest.issued_at_ms)?;
+        if !valid_name(&manifest.version) || manifest.version.starts_with("shipped") {
+            return Err(format!("invalid version {:?} (letters, digits, '.', '_', '-')", manifest.version));
+        }
+        let store = target.store();
+        if [store.current(), store.previous()].contains(&Some(manifest.version.clone())) {
+            return Err(format!(
+                "version {:?} is already installed (use rollback, or a new version)",
+                manifest.version
+            ));
+        }
+        if manifest.size == 0 || manifest.size > self.settings.max_bytes {
+            return Err(format!(
+                "size {} is not in 1..={} bytes (updates.max_bytes)",
+                manifest.size, self.settings.max_bytes
+            ));
+        }
+        if manifest.sha256.len() != 64 || !manifest.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("sha256 is not 64 hex digits".into());
+        }
+        if let Target::Slot(slot) = &target
+            && manifest.backbone_sha256.as_deref().map(str::to_lowercase).as_deref()
+                != Some(slot.backbone_sha256.as_str())
+        {
+            return Err(format!("for another backbone: slot {:?} runs {}", slot.name, slot.backbone));
+        }
+        let sha = manifest.sha256.to_lowercase();
+        let incoming = target.store().incoming();
+        std::fs::create_dir_all(&incoming).map_err(|e| format!("cannot store: {e}"))?;
+        // one partial transfer per slot is kept: drop other slots' leftovers of this slot
+        for e in std::fs::read_dir(&incoming).into_iter().flatten().filter_map(Result::ok) {
+            if e.file_name().to_string_lossy() != format!("{sha}.part") {
+                remove_quietly(&e.path());
+            }
+        }
+        let part = incoming.join(format!("{sha}.part"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&part)
+            .map_err(|e| format!("cannot store: {e}"))?;
+        let mut received = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if received > manifest.size {
+            file.set_len(0).map_err(|e| format!("cannot store: {e}"))?;
+            received = 0;
+        }
+        let status = Status::new(Some(id), slot_name, State::Received)
+            .version(&manifest.version)
+            .progress(received, manifest.size);
+        tracing::info!(slot = %slot_name, version = %manifest.version, size = manifest.size, resume_at = received, "update announced");
+        let record = serde_json::json!({ "manifest": text, "signature": signature });
+        let transfer = Transfer { id: id.into(), target, manifest, record, part, file, received, last: Instant::now() };
+        self.transfers.insert(slot_name.into(), transfer);
+        self.send(slot_name, status);
+        if received == self.transfers[slot_name].manifest.size {
+            return self.finish(slot_name);
+        }
+        Ok(())
+    }
+
+    fn chunk(&mut self, slot_name: &str, id: &str, offset: u64, total: u64, data: &str) -> Result<(), Reject> {
+        let t = match self.transfers.get_mut(slot_name) {
+            Some(t) if t.id == id => t,
+            _ => return Err(format!("no transfer {id:?} in progress for slot {slot_name:?} (send begin first)")),
+        };
+        if total != t.manifest.size {
+            return Err(format!("chunk says total {total}, the signed manifest {}", t.manifest.size));
+        }
+        let bytes = B64.decode(data).map_err(|_| "chunk data is not base64".to_string())?;
+        if offset != t.received {
+            // a repeat or a gap: say where to continue
+            let s = Status::new(Some(id), slot_name, State::Received)
+                .version(&t.manifest.version)
+                .progress(t.received, total);
+            self.send(slot_name, s);
+            return Ok(());
+        }
+        if offset + bytes.len() as u64 > total {
+            remove_quietly(&t.part);
+            return Err(format!("chunk at {offset} of {} bytes runs past the end ({total})", bytes.len()));
+        }
+        t.file.write_all(&bytes).map_err(|e| format!("cannot store: {e}"))?;
+        t.received += bytes.len() as u64;
+        t.last = Instant::now();
+        if t.received < total {
+            let s = Status::new(Some(id), slot_name, State::Received)
+                .version(&t.manifest.version)
+                .progress(t.received, total);
+            self.send(slot_name, s);
+            return Ok(());
+        }
+        self.finish(slot_name)
+    }
+
+    /// What a request of `kind` addresses under topic name `name`.
+    fn target_for(&self, name: &str, kind: Kind, precision: Option<&Precision>) -> Result<Target, Reject> {
+        match kind {
+            Kind::Head => self
+                .slots
+                .get(name)
+                .cloned()
+                .map(Target::Slot)
+                .ok_or_else(|| format!("no classify stage uses slot {name:?}")),
+            Kind::Model => {
+                let p = precision.ok_or("a model update must name its precision")?;
+                self.models
+                    .get(&model_key(name, p))
+                    .cloned()
+                    .map(Target::Model)
+                    .ok_or_else(|| format!("no pipeline runs detection model {name:?} at {p}"))
+            }
+        }
+    }
+
+    /// All bytes are here: verify, persist, swap. The part file goes either way.
+    fn finish(&mut self, name: &str) -> Result<(), Reject> {
+        let started = Instant::now();
+        let t = self.transfers.remove(name).ok_or("no transfer")?;
+        let bytes = std::fs::read(&t.part).map_err(|e| format!("cannot read the received file: {e}"));
+        remove_quietly(&t.part);
+        let bytes = bytes?;
+        let sha = crate::update::sha256_hex(&bytes);
+        if bytes.len() as u64 != t.manifest.size {
+            return Err(format!("received {} bytes, the manifest says {}", bytes.len(), t.manifest.size));
+        }
+        if sha != t.manifest.sha256.to_lowercase() {
+            return Err(format!("sha256 mismatch: received {sha}, signed {}", t.manifest.sha256));
+        }
+        let version = t.manifest.version.clone();
+        let record = serde_json::to_vec_pretty(&t.record).unwrap_or_default();
+        let store = t.target.store().clone();
+        let persist = |e: std::io::Error| format!("cannot persist: {e}");
+        let status = |state| Status::new(Some(&t.id), name, state).version(&version);
+        match &t.target {
+            Target::Slot(slot) => {
+                let head = Head::from_bytes(&bytes).map_err(|e| e.to_string())?;
+                if head.manifest.version != version {
+                    return Err(format!("head says version {:?}, the manifest {version:?}", head.manifest.version));
+                }
+                slot.check(&head)?;
+                self.send(name, status(State::Verified));
+                store.install(&version, &bytes, &record).map_err(persist)?;
+                store
+                    .activate(&version)
+                    .and_then(|_| store.set_last_issued_at_ms(t.manifest.issued_at_ms))
+                    .map_err(persist)?;
+                let verify_ms = started.elapsed().as_secs_f64() * 1e3;
+                let swap_started = Instant::now();
+                slot.activate(head, &version);
+                let swap_us = swap_started.elapsed().as_secs_f64() * 1e6;
+                tracing::info!(slot = %name, %version, verify_ms, swap_us, "head active");
+                self.send(name, status(State::Active));
+                self.publish_active(slot);
+            }
+            Target::Model(m) => {
+                // stored first (tract loads from a file), current only once it has loaded
+                store.install(&version, &bytes, &record).map_err(persist)?;
+                let loaded = m.load_version(&version).map_err(|e| {
+                    if let Err(e) = store.discard(&version) {
+                        tracing::warn!(%version, error = %e, "rejected model not removed from the store");
+                    }
+                    format!("does not load as {}: {e}", m.name)
+                })?;
+                self.send(name, status(State::Verified));
+                store
+                    .activate(&version)
+                    .and_then(|_| store.set_last_issued_at_ms(t.manifest.issued_at_ms))
+                    .map_err(persist)?;
+                m.shared.store(Arc::new(loaded));
+                tracing::info!(model = %name, %version, verify_ms = started.elapsed().as_secs_f64() * 1e3, "model active");
+                self.send(name, status(State::Active));
+                self.publish_model(m);
+            }
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self, name: &str, id: &str, text: &str, signature: &str) -> Result<(), Reject> {
+        self.verify_signature(text, signature)?;
+        let order: RollbackOrder = serde_json::from_str(text).map_err(|e| format!("order: {e}"))?;
+        let kind = if order.precision.is_some() { Kind::Model } else { Kind::Head };
+        let target = self.target_for(name, kind, order.precision.as_ref())?;
+        self.check_claims(name, target.store(), &order.slot, &order.device, order.issued_at_ms)?;
+        let store = target.store();
+        let persist = |e: std::io::Error| format!("cannot roll back on disk: {e}");
+        let restored = match &target {
+            Target::Slot(slot) => {
+                if slot.previous_version().is_none() {
+                    return Err("nothing to roll back to: the shipped head is active".into());
+                }
+                store.rollback().map_err(persist)?;
+                slot.restore_previous().unwrap_or_default()
+            }
+            Target::Model(m) => {
+                if store.current().is_none() {
+                    return Err("nothing to roll back to: the shipped model is active".into());
+                }
+                let loaded = match store.previous() {
+                    Some(v) => m.load_version(&v),
+                    None => m.load_shipped(),
+                }
+                .map_err(|e| format!("the previous version does not load: {e}"))?;
+                store.rollback().map_err(persist)?;
+                m.shared.store(Arc::new(loaded));
+                m.active_version()
+            }
+        };
+        store.set_last_issued_at_ms(order.issued_at_ms).map_err(persist)?;
+        tracing::info!(%name, %restored, "rolled back by request");
+        self.send(name, Status::new(Some(id), name, State::RolledBack).version(&restored));
+        match &target {
+            Target::Slot(slot) => self.publish_active(slot),
+            Target::Model(m) => self.publish_model(m),
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, e: SlotEvent) {
+        let SlotEvent::AutoRolledBack { slot, failed, restored, reason } = e;
+        if let Some(s) = self.slots.get(&slot).cloned() {
+            if s.store.current().as_deref() == Some(failed.as_str())
+                && let Err(e) = s.store.rollback()
+            {
+                tracing::error!(%slot, error = %e, "cannot persist the automatic rollback");
+            }
+            self.publish_active(&s);
+        }
+        for m in self.models.values().filter(|m| m.name == slot) {
+            self.publish_model(m);
+        }
+        let reason = format!("{failed}: {reason}");
+        self.send(&slot, Status::new(None, &slot, State::RolledBack).version(&restored).reason(reason));
+    }
+
+    fn expire_idle(&mut self) {
+        let timeout = Duration::from_secs_f64(self.settings.transfer_timeout_secs);
+        let idle: Vec<String> =
+            self.transfers.iter().filter(|(_, t)| t.last.elapsed() > timeout).map(|(s, _)| s.clone()).collect();
+        for slot in idle {
+            if let Some(t) = self.transfers.remove(&slot) {
+                let reason = format!(
+                    "incomplete: {} of {} bytes, no chunk for {:.0} s (begin again to resume)",
+                    t.received,
+                    t.manifest.size,
+                    timeout.as_secs_f64()
+                );
+                tracing::warn!(%slot, %reason, "update abandoned");
+                let s = Status::new(Some(&t.id), &slot, State::Rejected).version(&t.manifest.version).reason(reason);
+                self.send(&slot, s.progress(t.received, t.manifest.size));
+            }
+        }
+    }
+}
+
+/// Removes a leftover file; a failure is logged (it costs disk, not correctness: a stale part
+/// file is checked like any other before use).
+fn remove_quietly(path: &std::path::Path) {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove")
+        }
+        _ => {}
+    }
+}
+
+/// A topic level fit to echo back in a status topic (no wildcards or separators).
+fn sanitize(s: &str) -> String {
+    let clean: String = s.chars().filter(|c| !matches!(c, '/' | '+' | '#' | '\0')).take(64).collect();
+    if clean.is_empty() { "_".into() } else { clean }
+}
