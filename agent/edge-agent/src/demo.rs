@@ -35,7 +35,7 @@ fn sample(env: &str, installed: &str, tree: &str) -> PathBuf {
 
 /// The bundled photos: `$EDGE_AGENT_SAMPLES`, the installed copy, or this source tree's.
 pub fn samples_dir() -> PathBuf {
-    sample("EDGE_AGENT_SAMPLES", "/usr/share/edge-agent/samples", "../tests/fixtures/images")
+    sample("EDGE_AGENT_SAMPLES", "/usr/share/edge-agent/samples", "../../tests/fixtures/images")
 }
 
 /// The bundled recording: `$EDGE_AGENT_SPEECH_SAMPLE`, the installed copy, or this source tree's.
@@ -43,7 +43,7 @@ pub fn speech_sample() -> PathBuf {
     sample(
         "EDGE_AGENT_SPEECH_SAMPLE",
         "/usr/share/edge-agent/samples/speech.wav",
-        "../tests/fixtures/audio/silence-speech-silence.wav",
+        "../../tests/fixtures/audio/silence-speech-silence.wav",
     )
 }
 

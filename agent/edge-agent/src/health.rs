@@ -8,7 +8,11 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::mqtt::payload::{STATS_SCHEMA, StatsMessage, timestamp};
+
+use serde::Serialize;
+
+use crate::event::timestamp;
+use crate::stats::StatsSnapshot;
 use crate::outbox::OutboxStats;
 use crate::stats::PipelineStats;
 
@@ -129,4 +133,20 @@ mod tests {
         let rss = super::rss_bytes().unwrap();
         assert!(rss > 1 << 20 && rss < 64 << 30, "{rss}");
     }
+}
+
+pub const STATS_SCHEMA: &str = "edge-agent.stats.v1";
+
+/// `<prefix>/<device>/stats` (retained)
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsMessage {
+    pub schema: &'static str,
+    pub timestamp: String,
+    pub device: String,
+    pub uptime_secs: u64,
+    pub broker_connected: bool,
+    pub rss_bytes: Option<u64>,
+    pub cpu_temp_c: Option<f64>,
+    pub pipelines: BTreeMap<String, StatsSnapshot>,
+    pub outbox: crate::outbox::OutboxStats,
 }

@@ -2,6 +2,8 @@
 //! MAC count, and the agent end to end through a real in-process broker; a bad request is an
 //! error. Only the shape of the report is asserted, never a timing.
 #![allow(clippy::unwrap_used)]
+// the command exists in builds with the `bench` feature (`cargo test --all-features`)
+#![cfg(feature = "bench")]
 
 mod common;
 

@@ -138,6 +138,7 @@ fn a_microphone_captured_through_cpal_is_transcribed_over_mqtt() {
 }
 
 #[test]
+#[cfg(feature = "demo")]
 fn the_demo_runs_vision_and_speech_and_prints_every_message() {
     let mut cmd = agent();
     cmd.arg("run");
@@ -162,4 +163,13 @@ fn the_demo_runs_vision_and_speech_and_prints_every_message() {
     }
     assert_eq!(on("edge-agent/demo/speech/speech").len(), 2 * expected.len());
     assert!(stderr.contains("demo: speech"), "a human summary of each transcript: {stderr}");
+}
+
+#[test]
+#[cfg(not(feature = "demo"))]
+fn without_the_demo_feature_run_needs_a_config() {
+    let out = agent().arg("run").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--config") && err.contains("--features demo"), "{err}");
 }

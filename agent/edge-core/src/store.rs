@@ -17,7 +17,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::head::valid_name;
 
 pub const HEAD_FILE: &str = "head.safetensors";
 pub const MODEL_FILE: &str = "model.onnx";
@@ -180,6 +179,15 @@ fn symlink(target: &Path, link: &Path) -> io::Result<()> {
 #[cfg(not(unix))]
 fn symlink(_target: &Path, _link: &Path) -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "head updates need a Unix file system"))
+}
+
+/// Names a head or model may have: they become folder names and topic levels, so only
+/// `[A-Za-z0-9._-]`, 1 to 64 long, not starting with a dot.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use crate::mqtt::{MqttSettings, TlsSettings};
 pub use crate::sink::SinkConfig;
+pub use crate::update::UpdateSettings;
 pub use edge_core::Precision;
 pub use edge_core::vision::Tiling;
 use edge_core::speech::SAMPLE_RATE;
@@ -25,31 +27,6 @@ pub struct Config {
     pub updates: UpdateSettings,
     #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineConfig>,
-}
-
-/// Remote head updates (`.../models/<slot>/update`): who may sign them and how much is taken.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UpdateSettings {
-    /// Base64 ed25519 public keys (`edge-agent keygen` prints one); no key, no updates.
-    pub trusted_keys: Vec<String>,
-    /// Largest update accepted, in bytes.
-    pub max_bytes: u64,
-    /// A transfer with no chunk for this long is abandoned (its bytes are kept for a resume).
-    pub transfer_timeout_secs: f64,
-    /// A new head that fails in its first this-many inferences is rolled back.
-    pub probation_inferences: u32,
-}
-
-impl Default for UpdateSettings {
-    fn default() -> Self {
-        UpdateSettings {
-            trusted_keys: Vec::new(),
-            max_bytes: 32 << 20,
-            transfer_timeout_secs: 60.0,
-            probation_inferences: 20,
-        }
-    }
 }
 
 /// The disk buffer for results the broker cannot take (under `<state_dir>/outbox`).
@@ -106,51 +83,6 @@ fn default_device_id() -> String {
         .unwrap_or_else(|| "edge-agent".into())
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MqttSettings {
-    pub host: String,
-    pub port: u16,
-    /// Defaults to `edge-agent-<device_id>`.
-    pub client_id: Option<String>,
-    /// Topics are `<prefix>/<device_id>/...`.
-    pub prefix: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// Read the password from this file instead (e.g. a systemd credential).
-    pub password_file: Option<PathBuf>,
-    pub tls: Option<TlsSettings>,
-    pub keep_alive_secs: u64,
-    /// Upper bound of the reconnect backoff, in seconds.
-    pub max_backoff_secs: f64,
-}
-
-impl Default for MqttSettings {
-    fn default() -> Self {
-        MqttSettings {
-            host: "127.0.0.1".into(),
-            port: 1883,
-            client_id: None,
-            prefix: "edge-agent".into(),
-            username: None,
-            password: None,
-            password_file: None,
-            tls: None,
-            keep_alive_secs: 30,
-            max_backoff_secs: 30.0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    /// PEM file of the CA that signed the broker's certificate.
-    pub ca_file: PathBuf,
-    /// PEM client certificate and key, for brokers that require client authentication.
-    pub client_cert_file: Option<PathBuf>,
-    pub client_key_file: Option<PathBuf>,
-}
 
 /// One pipeline: a source, a chain of stages, and sinks.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -131,10 +131,26 @@ fn pipeline(path: &str, value: Value, issues: &mut Vec<Issue>) -> Option<Pipelin
         }
         _ => issues.push(issue(format!("{path}.stages"), "needs a list of at least one stage")),
     }
-    let sinks = match map.remove("sinks") {
-        Some(v) => typed(&format!("{path}.sinks"), v, issues),
-        None => Some(super::types::default_sinks()),
-    };
+    let mut sinks = Vec::new();
+    match map.remove("sinks") {
+        None => sinks = super::types::default_sinks(),
+        Some(Value::Array(items)) if !items.is_empty() => {
+            for (i, v) in items.into_iter().enumerate() {
+                let at = format!("{path}.sinks[{i}]");
+                if let Some(sink) = typed::<crate::sink::SinkConfig>(&at, v, issues) {
+                    let mut problems = Vec::new();
+                    sink.check(&at, &mut problems);
+                    issues.extend(problems.into_iter().map(|(p, m)| issue(p, m)));
+                    sinks.push(sink);
+                }
+            }
+        }
+        Some(Value::Array(_)) => issues.push(issue(
+            format!("{path}.sinks"),
+            "is empty: results would go nowhere (leave `sinks` out for MQTT, or name at least one sink)",
+        )),
+        Some(_) => issues.push(issue(format!("{path}.sinks"), "must be a list of sinks")),
+    }
     let threads = match map.remove("threads") {
         None => Some(1),
         Some(v) => match v.as_u64() {
@@ -148,7 +164,7 @@ fn pipeline(path: &str, value: Value, issues: &mut Vec<Issue>) -> Option<Pipelin
     if issues.len() != before {
         return None;
     }
-    Some(PipelineConfig { source: source?, stages, sinks: sinks?, threads: threads? })
+    Some(PipelineConfig { source: source?, stages, sinks, threads: threads? })
 }
 
 fn check_pipeline(path: &str, name: &str, p: &PipelineConfig, catalog: &Catalog, issues: &mut Vec<Issue>) {

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::{Outgoing, Topics};
-use crate::config::MqttSettings;
+use super::MqttSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {

@@ -1,12 +1,14 @@
-//! MQTT: topic layout, JSON payload schemas, and the client connection (status with last
-//! will, reconnect with backoff, TLS and credentials). Nothing here blocks: publishing is
+//! MQTT: topic layout, the connection's settings, and the client connection (status with last
+//! will, reconnect with backoff, TLS and credentials). Results' JSON is the sinks'
+//! (`crate::sink::json`), the stats message `crate::health`'s. Nothing here blocks: publishing is
 //! async on the runtime, fed by pipeline threads through a bounded results channel.
 
 mod client;
-pub mod payload;
+mod settings;
 mod topics;
 
 pub use client::{Connection, MqttError, connect};
+pub use settings::{MqttSettings, TlsSettings};
 pub use topics::Topics;
 
 /// One message ready to publish.

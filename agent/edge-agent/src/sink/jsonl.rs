@@ -133,3 +133,75 @@ impl Sink for JsonlSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::event::{SpeechEdge, SpeechEvent};
+
+    fn event(seq: u64) -> Event {
+        Event::Speech(SpeechEvent {
+            pipeline: "p".into(),
+            seq,
+            edge: SpeechEdge::Start,
+            utterance_id: seq,
+            at: std::time::UNIX_EPOCH,
+            offset: seq as f64,
+            model: "silero-vad".into(),
+        })
+    }
+
+    fn ctx(dir: &Path) -> SinkContext {
+        let (results, _) = tokio::sync::mpsc::channel(1);
+        SinkContext {
+            device: "d".into(),
+            topics: crate::mqtt::Topics::new("edge-agent", "d"),
+            results,
+            base_dir: dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn rotates_by_size_keeping_the_newest_files_and_every_line_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let line_len = crate::sink::json_line("d", &event(0)).unwrap().len() as f64;
+        // room for three lines per file, two rotated files kept
+        let c = JsonlSinkConfig {
+            path: "logs/e.jsonl".into(),
+            max_mb: 3.5 * line_len / 1024.0 / 1024.0,
+            keep: 2,
+            skip_empty: false,
+        };
+        let sink = JsonlSink::open(&c, &ctx(dir.path())).unwrap();
+        for seq in 0..10 {
+            sink.send(&event(seq)).unwrap();
+        }
+        let seqs = |name: &str| -> Vec<u64> {
+            std::fs::read_to_string(dir.path().join("logs").join(name))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["utterance_id"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(seqs("e.jsonl"), [9]);
+        assert_eq!(seqs("e.jsonl.1"), [6, 7, 8]);
+        assert_eq!(seqs("e.jsonl.2"), [3, 4, 5]);
+        assert!(!dir.path().join("logs/e.jsonl.3").exists(), "the oldest beyond `keep` is deleted");
+
+        // reopening appends after what is there
+        drop(sink);
+        let sink = JsonlSink::open(&c, &ctx(dir.path())).unwrap();
+        sink.send(&event(10)).unwrap();
+        assert_eq!(seqs("e.jsonl"), [9, 10]);
+    }
+
+    #[test]
+    fn checks_name_the_field() {
+        let c = JsonlSinkConfig { path: "".into(), max_mb: -1.0, keep: 5000, skip_empty: false };
+        let mut problems = Vec::new();
+        c.check("pipelines.x.sinks[0]", &mut problems);
+        let paths: Vec<&str> = problems.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["pipelines.x.sinks[0].max_mb", "pipelines.x.sinks[0].path", "pipelines.x.sinks[0].keep"]);
+    }
+}

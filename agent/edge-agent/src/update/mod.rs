@@ -6,7 +6,10 @@ pub mod manager;
 pub mod models;
 pub mod protocol;
 pub mod push;
+mod settings;
 pub mod sign;
+
+pub use settings::UpdateSettings;
 
 use sha2::{Digest, Sha256};
 

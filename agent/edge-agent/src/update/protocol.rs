@@ -62,7 +62,7 @@ pub struct UpdateManifest {
     pub backbone_sha256: Option<String>,
     /// A model: the precision variant it replaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub precision: Option<crate::config::Precision>,
+    pub precision: Option<edge_core::Precision>,
     /// The device this is for, or `*` for any.
     pub device: String,
     /// Milliseconds since the epoch when signed; must exceed the slot's last accepted order.
@@ -76,7 +76,7 @@ pub struct RollbackOrder {
     pub slot: String,
     /// Set: roll back the model `slot` at this precision; unset: the head slot `slot`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub precision: Option<crate::config::Precision>,
+    pub precision: Option<edge_core::Precision>,
     pub device: String,
     pub issued_at_ms: u64,
 }

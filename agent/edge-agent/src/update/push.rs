@@ -12,7 +12,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use super::protocol::{CHUNK_BYTES, Kind, Request, RollbackOrder, State, Status, UpdateManifest};
 use super::{sha256_hex, sign, unix_now_ms};
-use crate::config::Precision;
+use edge_core::Precision;
 use edge_core::head::Head;
 use crate::mqtt::Topics;
 

@@ -253,14 +253,7 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
     exp.into_iter().map(|e| e / sum).collect()
 }
 
-/// Names a head or model may have: they become folder names and topic levels, so only
-/// `[A-Za-z0-9._-]`, 1 to 64 long, not starting with a dot.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
+pub use crate::store::valid_name;
 
 #[cfg(test)]
 pub(crate) mod tests {
