@@ -15,7 +15,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::config::{
     AgentSettings, ClassifyStage, Config, DetectStage, MqttSettings, PipelineConfig, Precision, SinkConfig,
-    SourceConfig, StageConfig, Tiling, TranscribeStage, VadStage,
+    SourceConfig, StageConfig, TranscribeStage, VadStage,
 };
 use edge_core::model::{Catalog, default_models_dir};
 

@@ -131,7 +131,7 @@ fn update_manager(
     key: &ed25519_dalek::SigningKey,
 ) -> (crate::update::manager::Manager, std::sync::Arc<edge_core::head::slot::HeadSlot>) {
     use edge_core::head::slot::{HeadSlot, SlotSpec};
-    let mut shipped = edge_core::head::tests::tiny("shipped", "0");
+    let mut shipped = edge_core::head::example("shipped", "0");
     shipped.manifest.backbone_sha256 = "ab".repeat(32);
     let spec = SlotSpec {
         name: "s",
@@ -176,7 +176,7 @@ proptest! {
         byte in any::<u8>(),
     ) {
         drop(edge_core::head::Head::from_bytes(&junk));
-        let mut bytes = edge_core::head::tests::tiny("t", "1").to_bytes();
+        let mut bytes = edge_core::head::example("t", "1").to_bytes();
         let i = at % bytes.len();
         bytes[i] = byte;
         if let Ok(h) = edge_core::head::Head::from_bytes(&bytes) {

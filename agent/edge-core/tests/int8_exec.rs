@@ -5,7 +5,7 @@
 
 mod common;
 
-use edge_core::model::int8::{Int8Exec, Rewritten, onnx_model};
+use edge_int8::{Int8Exec, Rewritten, onnx_model};
 use edge_core::model::{Catalog, ModelEntry};
 use edge_core::vision::preprocess::{Region, letterbox};
 use tract_onnx::prelude::*;
@@ -138,7 +138,7 @@ fn whisper_projections_run_in_integers_close_to_float() {
     // its one-token attention products (4 layers × self and cross × scores and values) are
     // streamed row updates, nothing packed per step
     let step = step.into_typed().unwrap();
-    let rows = step.nodes().iter().filter(|n| n.op.name() == edge_core::model::row_matmul::OP).count();
+    let rows = step.nodes().iter().filter(|n| n.op.name() == edge_int8::ROW_MATMUL_OP).count();
     assert_eq!(rows, 16);
     let mut samples =
         edge_core::audio::wav::read_16k(&common::root().join("tests/fixtures/audio/sentences/01-en-us+f3.wav"))

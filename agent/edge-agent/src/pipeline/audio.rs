@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use super::stage::BuildError;
 use super::{PipelineError, Running, spawn_stage};
 use crate::config::{Precision, StageConfig, VadStage};
 use crate::event::{Event, ModelInfo, SpeechEdge, SpeechEvent, Transcript};
@@ -49,15 +50,15 @@ impl SpeechPool {
         source: AudioSourceSpec,
         stages: &[StageConfig],
         catalog: &Catalog,
-    ) -> Result<AudioPipeline, String> {
+    ) -> Result<AudioPipeline, BuildError> {
         let [StageConfig::Vad(vad), StageConfig::Transcribe(asr)] = stages else {
-            return Err("an audio source needs exactly a vad and a transcribe stage".into());
+            return Err(BuildError::Shape("an audio source needs exactly a vad and a transcribe stage"));
         };
-        let entry = |name: &str| catalog.get_speech(name).ok_or_else(|| format!("no speech model named {name:?}"));
+        let entry = |name: &str| catalog.get_speech(name).ok_or_else(|| BuildError::NoSpeechModel(name.to_string()));
         let vad_plan = match self.vad.get(&vad.model) {
             Some(p) => p.clone(),
             None => {
-                let plan = SileroVad::load(entry(&vad.model)?).map_err(|e| e.to_string())?.plan();
+                let plan = SileroVad::load(entry(&vad.model)?)?.plan();
                 self.vad.insert(vad.model.clone(), plan.clone());
                 plan
             }
@@ -66,7 +67,7 @@ impl SpeechPool {
         let whisper = match self.whisper.get(&key) {
             Some(w) => w.clone(),
             None => {
-                let w = Arc::new(Whisper::load(entry(&asr.model)?, asr.precision.clone()).map_err(|e| e.to_string())?);
+                let w = Arc::new(Whisper::load(entry(&asr.model)?, asr.precision.clone())?);
                 tracing::info!(model = %w.name, precision = %w.precision, load_ms = w.load_time.as_millis() as u64, "speech model loaded");
                 self.whisper.insert(key, w.clone());
                 w

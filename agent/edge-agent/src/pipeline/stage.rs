@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{ClassifyStage, StageConfig};
-use edge_core::head::Head;
+
 use edge_core::head::slot::{HeadSlot, HeadSlots, SlotSpec};
 use edge_core::model::{Catalog, ModelPool};
 use edge_core::source::Frame;
@@ -47,6 +47,29 @@ pub enum StageError {
     Mismatch(&'static str),
 }
 
+/// Why a pipeline's stages could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("no model named {0:?}")]
+    NoModel(String),
+    #[error("no speech model named {0:?}")]
+    NoSpeechModel(String),
+    #[error("{0}")]
+    Shape(&'static str),
+    #[error("slot {0:?} is used by stages with different backbones")]
+    SlotBackbones(String),
+    #[error(transparent)]
+    Engine(#[from] edge_core::model::EngineError),
+    #[error(transparent)]
+    Embed(#[from] edge_core::vision::embed::EmbedError),
+    #[error("probe: {0}")]
+    Probe(edge_core::vision::embed::EmbedError),
+    #[error(transparent)]
+    Head(#[from] edge_core::head::HeadError),
+    #[error(transparent)]
+    Speech(#[from] edge_core::speech::SpeechError),
+}
+
 /// One frame's result.
 pub enum StageOutput {
     Detections(DetectOutput),
@@ -84,10 +107,10 @@ impl Stage {
         catalog: &Catalog,
         pool: &mut ModelPool,
         ctx: &mut SlotContext<'_>,
-    ) -> Result<Stage, String> {
-        let detector = |d: &crate::config::DetectStage, pool: &mut ModelPool| -> Result<Detector, String> {
-            let entry = catalog.get(&d.model).ok_or_else(|| format!("no model named {:?}", d.model))?;
-            let model = pool.get_or_load(entry, &d.precision).map_err(|e| e.to_string())?;
+    ) -> Result<Stage, BuildError> {
+        let detector = |d: &crate::config::DetectStage, pool: &mut ModelPool| -> Result<Detector, BuildError> {
+            let entry = catalog.get(&d.model).ok_or_else(|| BuildError::NoModel(d.model.clone()))?;
+            let model = pool.get_or_load(entry, &d.precision)?;
             Ok(Detector::new(model, d.settings()))
         };
         match stages {
@@ -96,7 +119,7 @@ impl Stage {
             [StageConfig::Detect(d), StageConfig::Classify(c)] => {
                 Ok(Stage::DetectClassify(detector(d, pool)?, classifier(pipeline, c, catalog, pool, ctx)?))
             }
-            _ => Err("a frame pipeline runs [detect], [classify] or [detect, classify]".into()),
+            _ => Err(BuildError::Shape("a frame pipeline runs [detect], [classify] or [detect, classify]")),
         }
     }
 
@@ -164,17 +187,17 @@ pub fn classifier(
     catalog: &Catalog,
     pool: &mut ModelPool,
     ctx: &mut SlotContext<'_>,
-) -> Result<Classifier, String> {
-    let entry = catalog.get(&c.model).ok_or_else(|| format!("no model named {:?}", c.model))?;
-    let model = pool.get_or_load(entry, &c.precision).map_err(|e| e.to_string())?;
-    let backbone = Backbone::new(model).map_err(|e| e.to_string())?;
+) -> Result<Classifier, BuildError> {
+    let entry = catalog.get(&c.model).ok_or_else(|| BuildError::NoModel(c.model.clone()))?;
+    let model = pool.get_or_load(entry, &c.precision)?;
+    let backbone = Backbone::new(model)?;
     let name = c.slot_name(pipeline);
     let slot = match ctx.slots.slots.get(&name) {
         Some(s) if s.backbone_sha256 == backbone.sha256() => s.clone(),
-        Some(_) => return Err(format!("slot {name:?} is used by stages with different backbones")),
+        Some(_) => return Err(BuildError::SlotBackbones(name)),
         None => {
-            let shipped = edge_core::head::shipped(entry, &c.head).map_err(|e| e.to_string())?;
-            let probe = backbone.embed(&edge_core::vision::probe_image(), None).map_err(|e| format!("probe: {e}"))?.0;
+            let shipped = edge_core::head::shipped(entry, &c.head)?;
+            let probe = backbone.embed(&edge_core::vision::probe_image(), None).map_err(BuildError::Probe)?.0;
             let spec = SlotSpec {
                 name: &name,
                 backbone: &c.model,

@@ -14,6 +14,7 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 #[path = "../../../../tests/support.rs"]
 mod support;
+#[allow(unused_imports)]
 pub use support::{fixture, fp32_references, models, root};
 
 /// The agent binary as a command. Under `EDGE_AGENT_TEST_RUNNER` (e.g. `qemu-aarch64 -cpu

@@ -255,23 +255,28 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 
 pub use crate::store::valid_name;
 
+/// A 2-class head on a 3-d embedding (labels `a`, `b`; backbone sha256 `00`): a fixture for
+/// tests here and in the crates above.
+#[doc(hidden)]
+pub fn example(name: &str, version: &str) -> Head {
+    let manifest = HeadManifest {
+        name: name.into(),
+        version: version.into(),
+        backbone: "b".into(),
+        backbone_sha256: "00".into(),
+        input_dim: 3,
+        labels: vec!["a".into(), "b".into()],
+        metrics: serde_json::json!({"val_accuracy": 1.0}),
+        created: "2026-01-01T00:00:00Z".into(),
+    };
+    Head::new(manifest, vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0], vec![0.0, 0.5]).expect("the example head is well formed")
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn tiny(name: &str, version: &str) -> Head {
-        let manifest = HeadManifest {
-            name: name.into(),
-            version: version.into(),
-            backbone: "b".into(),
-            backbone_sha256: "00".into(),
-            input_dim: 3,
-            labels: vec!["a".into(), "b".into()],
-            metrics: serde_json::json!({"val_accuracy": 1.0}),
-            created: "2026-01-01T00:00:00Z".into(),
-        };
-        Head::new(manifest, vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0], vec![0.0, 0.5]).unwrap()
-    }
+    pub(crate) use super::example as tiny;
 
     #[test]
     fn round_trips_through_bytes_and_scores() {

@@ -2,7 +2,6 @@
 //! tract. Audio arrives as 16 kHz mono f32; everything here is blocking and runs on the
 //! pipeline's inference thread.
 
-pub mod cli;
 pub mod offline;
 pub mod segmenter;
 pub mod tokenizer;
@@ -37,7 +36,7 @@ pub enum SpeechError {
     Run(String),
 }
 
-pub(crate) type Plan = Arc<TypedRunnableModel>;
+pub type Plan = Arc<TypedRunnableModel>;
 
 /// The checked path of one file of a speech model.
 pub(crate) fn model_file(entry: &SpeechEntry, precision: &Precision, role: &str) -> Result<PathBuf, SpeechError> {
@@ -66,7 +65,7 @@ pub(crate) fn load_plan(path: &Path) -> Result<Plan, SpeechError> {
 }
 
 /// [`load_plan`], choosing how int8 weights run: `FakeQuant` folds them all back to float.
-pub(crate) fn load_plan_with(path: &Path, exec: Int8Exec) -> Result<Plan, SpeechError> {
+pub fn load_plan_with(path: &Path, exec: Int8Exec) -> Result<Plan, SpeechError> {
     let err = |e: TractError| SpeechError::Load { path: path.to_path_buf(), message: format!("{e:#}") };
     edge_int8::onnx_model(path, exec)
         .and_then(|(m, _)| m.into_typed())

@@ -3,4 +3,5 @@
 
 #[path = "../../../../tests/support.rs"]
 mod support;
+#[allow(unused_imports)]
 pub use support::{fixture, fp32_references, models, root};
