@@ -223,8 +223,12 @@ async fn publish_stats(
     tick.tick().await;
     loop {
         let last = tokio::select! { _ = tick.tick() => false, _ = cancel.cancelled() => true };
-        let payload = serde_json::to_vec(&health.message()).unwrap_or_default();
-        if results.send(Outgoing { topic: topic.clone(), payload, retain: true }).await.is_err() || last {
+        if let Some(payload) = json(&health.message(), "stats")
+            && results.send(Outgoing { topic: topic.clone(), payload, retain: true }).await.is_err()
+        {
+            return;
+        }
+        if last {
             return;
         }
     }
@@ -263,8 +267,9 @@ async fn handle_commands(mut incoming: mpsc::Receiver<rumqttc::Publish>, router:
         let ack = match parse(&msg.payload) {
             Ok(cmd) => {
                 if cmd.kind == CommandKind::PublishStats {
-                    let payload = serde_json::to_vec(&health.message()).unwrap_or_default();
-                    if results.send(Outgoing { topic: topics.stats(), payload, retain: true }).await.is_err() {
+                    if let Some(payload) = json(&health.message(), "stats")
+                        && results.send(Outgoing { topic: topics.stats(), payload, retain: true }).await.is_err()
+                    {
                         return;
                     }
                 }
@@ -275,7 +280,7 @@ async fn handle_commands(mut incoming: mpsc::Receiver<rumqttc::Publish>, router:
                 Ack { id: salvage_id(&msg.payload), ok: false, error: Some(e.to_string()) }
             }
         };
-        let payload = serde_json::to_vec(&ack).unwrap_or_default();
+        let Some(payload) = json(&ack, "command ack") else { continue };
         if results.send(Outgoing { topic: topics.command_acks(), payload, retain: false }).await.is_err() {
             return;
         }
@@ -302,4 +307,10 @@ async fn watchdog(
             tracing::warn!("a pipeline made no progress in {:?}; withholding the watchdog keep-alive", period * 2);
         }
     }
+}
+
+/// `value` as JSON; a failure is logged and the message not sent (an empty payload would be
+/// read as a broken one).
+fn json(value: &impl serde::Serialize, what: &str) -> Option<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| tracing::error!(error = %e, "{what} not serialisable; not sent")).ok()
 }

@@ -409,7 +409,10 @@ impl TargetArgs {
 }
 
 fn print_status(s: &edge_agent::update::protocol::Status) {
-    println!("{}", serde_json::to_string(s).unwrap_or_default());
+    match serde_json::to_string(s) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("status not serialisable: {e}"),
+    }
 }
 
 fn error_line(path: &std::path::Path, message: &str) -> serde_json::Value {

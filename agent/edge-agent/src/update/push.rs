@@ -26,6 +26,8 @@ pub enum PushError {
     Timeout { device: String, secs: u64 },
     #[error("{state:?}: {reason}")]
     Refused { state: State, reason: String },
+    #[error("serialising the request: {0}")]
+    Serialize(#[from] serde_json::Error),
 }
 
 /// Where and to whom.
@@ -59,7 +61,7 @@ pub async fn push_head(
         device: target.device.clone(),
         issued_at_ms: unix_now_ms(),
     };
-    let text = serde_json::to_string(&manifest).unwrap_or_default();
+    let text = serde_json::to_string(&manifest)?;
     let id = format!("push-{}-{}", manifest.version, crate::update::protocol::now_ms());
     let begin = Request::Begin { id: id.clone(), signature: sign::sign(key, text.as_bytes()), manifest: text };
     exchange(target, slot, &id, begin, Some(head_bytes), on_status).await
@@ -86,7 +88,7 @@ pub async fn push_model(
         device: target.device.clone(),
         issued_at_ms: unix_now_ms(),
     };
-    let text = serde_json::to_string(&manifest).unwrap_or_default();
+    let text = serde_json::to_string(&manifest)?;
     let id = format!("push-{name}-{version}-{}", crate::update::protocol::now_ms());
     let begin = Request::Begin { id: id.clone(), signature: sign::sign(key, text.as_bytes()), manifest: text };
     exchange(target, name, &id, begin, Some(onnx), on_status).await
@@ -102,7 +104,7 @@ pub async fn rollback(
 ) -> Result<Status, PushError> {
     let order =
         RollbackOrder { slot: slot.into(), precision, device: target.device.clone(), issued_at_ms: unix_now_ms() };
-    let text = serde_json::to_string(&order).unwrap_or_default();
+    let text = serde_json::to_string(&order)?;
     let id = format!("rollback-{}", crate::update::protocol::now_ms());
     let req = Request::Rollback { id: id.clone(), signature: sign::sign(key, text.as_bytes()), order: text };
     exchange(target, slot, &id, req, None, on_status).await
@@ -131,7 +133,7 @@ async fn exchange(
         let client = client.clone();
         let topic = request_topic.clone();
         async move {
-            let body = serde_json::to_vec(&req).unwrap_or_default();
+            let body = serde_json::to_vec(&req)?;
             client.publish(topic, QoS::AtLeastOnce, false, body).await.map_err(broker)
         }
     };

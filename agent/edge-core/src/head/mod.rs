@@ -175,7 +175,7 @@ impl Head {
             "backbone": m.backbone,
             "backbone_sha256": m.backbone_sha256,
             "input_dim": m.input_dim.to_string(),
-            "labels": serde_json::to_string(&m.labels).unwrap_or_default(),
+            "labels": serde_json::to_string(&m.labels).expect("a list of strings always serialises"),
             "metrics": m.metrics.to_string(),
             "created": m.created,
         });
@@ -186,7 +186,7 @@ impl Head {
             "bias": {"dtype": "F32", "shape": [n], "data_offsets": [0, bias_bytes]},
             "weight": {"dtype": "F32", "shape": [n, d], "data_offsets": [bias_bytes, bias_bytes + self.weight.len() * 4]},
         });
-        let mut h = serde_json::to_vec(&header).unwrap_or_default();
+        let mut h = serde_json::to_vec(&header).expect("a map of strings and numbers always serialises");
         h.resize(h.len().div_ceil(8) * 8, b' ');
         let mut out = Vec::with_capacity(8 + h.len() + (self.bias.len() + self.weight.len()) * 4);
         out.extend_from_slice(&(h.len() as u64).to_le_bytes());

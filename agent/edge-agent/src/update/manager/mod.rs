@@ -32,6 +32,8 @@ use edge_core::head::slot::{HeadSlot, SlotEvent};
 use edge_core::head::{Head, valid_name};
 use crate::mqtt::{Outgoing, Topics};
 
+mod announce;
+
 /// A message from the broker on an update topic.
 pub struct Incoming {
     pub topic: String,
@@ -116,50 +118,6 @@ impl Manager {
             }
             self.expire_idle();
         }
-    }
-
-    fn send(&self, slot: &str, status: Status) {
-        let payload = serde_json::to_vec(&status).unwrap_or_default();
-        self.emit(Outgoing { topic: self.topics.update_status(slot), payload, retain: false });
-    }
-
-    /// Into the results channel (the publisher, or its outbox when the broker is away). It
-    /// closes only at shutdown, after which there is nobody to tell.
-    fn emit(&self, msg: Outgoing) {
-        if let Err(e) = self.out.blocking_send(msg) {
-            tracing::debug!(topic = %e.0.topic, "results channel closed; update message not published");
-        }
-    }
-
-    /// The retained description of what a slot serves now.
-    fn publish_active(&self, slot: &HeadSlot) {
-        let active = slot.active();
-        let m = &active.head.manifest;
-        let payload = serde_json::to_vec(&serde_json::json!({
-            "schema": "edge-agent.model-active.v1",
-            "slot": slot.name,
-            "version": active.version,
-            "head": m.name,
-            "labels": m.labels.len(),
-            "backbone": slot.backbone,
-            "previous": slot.previous_version(),
-        }))
-        .unwrap_or_default();
-        self.emit(Outgoing { topic: self.topics.model_active(&slot.name), payload, retain: true });
-    }
-
-    /// The retained description of a model target (`.../models/<name>/active/<precision>`).
-    fn publish_model(&self, m: &ModelTarget) {
-        let payload = serde_json::to_vec(&serde_json::json!({
-            "schema": "edge-agent.model-active.v1",
-            "model": m.name,
-            "precision": m.precision,
-            "version": m.active_version(),
-            "previous": m.store.previous().or_else(|| m.store.current().map(|_| m.shipped.manifest.version.clone())),
-        }))
-        .unwrap_or_default();
-        let topic = format!("{}/{}", self.topics.model_active(&m.name), m.precision);
-        self.emit(Outgoing { topic, payload, retain: true });
     }
 
     pub(crate) fn on_message(&mut self, m: &Incoming) {
@@ -369,7 +327,7 @@ impl Manager {
             return Err(format!("sha256 mismatch: received {sha}, signed {}", t.manifest.sha256));
         }
         let version = t.manifest.version.clone();
-        let record = serde_json::to_vec_pretty(&t.record).unwrap_or_default();
+        let record = serde_json::to_vec_pretty(&t.record).map_err(|e| format!("cannot serialise the record: {e}"))?;
         let store = t.target.store().clone();
         let persist = |e: std::io::Error| format!("cannot persist: {e}");
         let status = |state| Status::new(Some(&t.id), name, state).version(&version);
