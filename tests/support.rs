@@ -57,7 +57,9 @@ pub fn fp32_references() {
             std::thread::sleep(Duration::from_millis(500));
         }
         for target in missing() {
-            eprintln!("tests: making the fp32 reference graphs once (scripts/make-models.sh {target}; a minute or two)");
+            eprintln!(
+                "tests: making the fp32 reference graphs once (scripts/make-models.sh {target}; a minute or two)"
+            );
             let status = Command::new(root().join("scripts/make-models.sh")).arg(target).status();
             std::fs::remove_dir(&lock).ok();
             let status = status.unwrap_or_else(|e| panic!("scripts/make-models.sh {target}: {e}"));

@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use edge_agent::config::{Precision, UpdateSettings};
+use edge_agent::mqtt::Topics;
+use edge_agent::update::manager::{Incoming, Manager};
 use edge_core::head::Head;
 use edge_core::head::slot::{HeadSlot, SlotSpec};
 use edge_core::head::train::{Dataset, FitOptions, accuracy, fit};
 use edge_core::model::Catalog;
-use edge_agent::mqtt::Topics;
-use edge_agent::update::manager::{Incoming, Manager};
 use tract_onnx::prelude::tract_ndarray::Array2;
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -17,10 +17,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use edge_core::model::{Catalog, default_models_dir};
 use crate::mqtt::{Outgoing, Topics};
 use crate::pipeline::Running;
 use crate::sink::SinkContext;
+use edge_core::model::{Catalog, default_models_dir};
 
 /// Messages queued between the pipelines and the MQTT publisher.
 const RESULTS_CHANNEL: usize = 64;

@@ -8,13 +8,12 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::watch;
 
-
 use serde::Serialize;
 
 use crate::event::timestamp;
-use crate::stats::StatsSnapshot;
 use crate::outbox::OutboxStats;
 use crate::stats::PipelineStats;
+use crate::stats::StatsSnapshot;
 
 pub struct Health {
     pub device: String,

@@ -246,7 +246,12 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     .and_then(|img| detector.detect(&img).map(|out| (img, out)).map_err(|e| e.to_string()));
                 let line = match result {
                     Ok((img, out)) => {
-                        let line = edge_agent::sink::json::detect_line(&path.display().to_string(), img.width(), img.height(), &out);
+                        let line = edge_agent::sink::json::detect_line(
+                            &path.display().to_string(),
+                            img.width(),
+                            img.height(),
+                            &out,
+                        );
                         serde_json::to_value(line)?
                     }
                     Err(e) => {

@@ -66,7 +66,9 @@ fn mqtt_and_jsonl_sinks_get_the_same_bytes_and_skip_empty_skips() {
     let found = lines(&out.join("faces-found.jsonl"));
     let with_faces: Vec<&Vec<u8>> = written
         .iter()
-        .filter(|l| !serde_json::from_slice::<serde_json::Value>(l).unwrap()["detections"].as_array().unwrap().is_empty())
+        .filter(|l| {
+            !serde_json::from_slice::<serde_json::Value>(l).unwrap()["detections"].as_array().unwrap().is_empty()
+        })
         .collect();
     assert!(!with_faces.is_empty() && with_faces.len() < written.len(), "the photos include faces and no faces");
     assert_eq!(found.iter().collect::<Vec<_>>(), with_faces, "skip_empty keeps exactly the frames with a face");
@@ -84,11 +86,13 @@ fn an_audio_pipeline_writes_to_its_sinks_only() {
             audio("silence-speech-silence.wav").display()
         );
     let (messages, dir) = run(broker.port, device, &config);
-    let results: Vec<&Message> = messages
-        .iter()
-        .filter(|m| m.topic.contains("/transcripts/") || m.topic.contains("/speech/"))
-        .collect();
-    assert!(results.is_empty(), "no MQTT sink, no results on MQTT: {:?}", results.iter().map(|m| &m.topic).collect::<Vec<_>>());
+    let results: Vec<&Message> =
+        messages.iter().filter(|m| m.topic.contains("/transcripts/") || m.topic.contains("/speech/")).collect();
+    assert!(
+        results.is_empty(),
+        "no MQTT sink, no results on MQTT: {:?}",
+        results.iter().map(|m| &m.topic).collect::<Vec<_>>()
+    );
 
     let written: Vec<serde_json::Value> =
         lines(&dir.path().join("state/speech.jsonl")).iter().map(|l| serde_json::from_slice(l).unwrap()).collect();

@@ -17,7 +17,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-
 pub const HEAD_FILE: &str = "head.safetensors";
 pub const MODEL_FILE: &str = "model.onnx";
 

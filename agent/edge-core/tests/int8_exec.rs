@@ -5,9 +5,9 @@
 
 mod common;
 
-use edge_int8::{Int8Exec, Rewritten, onnx_model};
 use edge_core::model::{Catalog, ModelEntry};
 use edge_core::vision::preprocess::{Region, letterbox};
+use edge_int8::{Int8Exec, Rewritten, onnx_model};
 use tract_onnx::prelude::*;
 
 use common::{fixture, models};

@@ -53,7 +53,9 @@ pub struct EndToEnd {
 
 fn stage(model: &str, task: &Task, precision: Precision) -> StageConfig {
     match task {
-        Task::Detection => StageConfig::Detect(DetectStage { tiling: Tiling::None, ..DetectStage::defaults(model, precision) }),
+        Task::Detection => {
+            StageConfig::Detect(DetectStage { tiling: Tiling::None, ..DetectStage::defaults(model, precision) })
+        }
         Task::Embedding => StageConfig::Classify(ClassifyStage {
             model: model.into(),
             precision,

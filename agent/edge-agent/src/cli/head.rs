@@ -8,9 +8,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tract_onnx::prelude::tract_ndarray::Array2;
 
+use crate::config::Precision;
 use edge_core::head::train::{Dataset, FitOptions, accuracy, fit};
 use edge_core::head::{Head, HeadManifest};
-use crate::config::Precision;
 use edge_core::model::{Catalog, ModelPool};
 use edge_core::vision::embed::Backbone;
 

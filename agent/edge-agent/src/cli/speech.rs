@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use edge_core::speech::vad::SileroVad;
-use edge_core::speech::whisper::Whisper;
 use crate::config::{Precision, VadStage};
 use edge_core::model::Catalog;
+use edge_core::speech::vad::SileroVad;
+use edge_core::speech::whisper::Whisper;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {

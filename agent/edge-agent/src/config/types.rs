@@ -7,10 +7,10 @@ pub use crate::mqtt::{MqttSettings, TlsSettings};
 pub use crate::sink::SinkConfig;
 pub use crate::update::UpdateSettings;
 pub use edge_core::Precision;
-pub use edge_core::vision::Tiling;
 use edge_core::speech::SAMPLE_RATE;
 use edge_core::speech::segmenter::SegmenterConfig;
 use edge_core::vision::DetectSettings;
+pub use edge_core::vision::Tiling;
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration file.
@@ -82,7 +82,6 @@ fn default_device_id() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "edge-agent".into())
 }
-
 
 /// One pipeline: a source, a chain of stages, and sinks.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,8 +11,8 @@ use rumqttc::{
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{Outgoing, Topics};
 use super::MqttSettings;
+use super::{Outgoing, Topics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {

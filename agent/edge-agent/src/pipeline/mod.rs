@@ -78,10 +78,9 @@ pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Built, Vec<Pipeli
         let fail = |message: String| PipelineError::Build { pipeline: name.clone(), message };
         let kind = match sources::build(&p.source) {
             Err(e) => Err(fail(format!("source: {e}"))),
-            Ok(sources::Source::Audio(source)) => speech
-                .build(source, &p.stages, catalog)
-                .map(Kind::Audio)
-                .map_err(|e| fail(format!("stages: {e}"))),
+            Ok(sources::Source::Audio(source)) => {
+                speech.build(source, &p.stages, catalog).map(Kind::Audio).map_err(|e| fail(format!("stages: {e}")))
+            }
             Ok(sources::Source::Frames(source)) => {
                 let mut ctx = SlotContext {
                     state_dir: &config.agent.state_dir,

@@ -35,7 +35,11 @@ impl ModelRef {
     }
 
     fn detector(out: &DetectOutput) -> ModelRef {
-        ModelRef { name: out.model_name.clone(), version: out.model_version.clone(), precision: out.precision.to_string() }
+        ModelRef {
+            name: out.model_name.clone(),
+            version: out.model_version.clone(),
+            precision: out.precision.to_string(),
+        }
     }
 }
 
@@ -128,7 +132,13 @@ pub struct ClassificationMessage {
     pub labels: Vec<Scored>,
 }
 
-fn classification(device: &str, pipeline: &str, seq: u64, frame: &FrameInfo, out: &ClassifyOutput) -> ClassificationMessage {
+fn classification(
+    device: &str,
+    pipeline: &str,
+    seq: u64,
+    frame: &FrameInfo,
+    out: &ClassifyOutput,
+) -> ClassificationMessage {
     ClassificationMessage {
         schema: CLASSIFICATION_SCHEMA,
         frame: FrameHeader::new(device, pipeline, seq, frame),

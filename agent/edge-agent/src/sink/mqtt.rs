@@ -51,8 +51,8 @@ impl Sink for MqttSink {
         if self.skip_empty && event.is_empty() {
             return Ok(());
         }
-        let payload =
-            json::to_vec(&self.device, event).map_err(|source| SinkError::Serialize { kind: super::kind(event), source })?;
+        let payload = json::to_vec(&self.device, event)
+            .map_err(|source| SinkError::Serialize { kind: super::kind(event), source })?;
         let msg = Outgoing { topic: self.topic(event), payload, retain: false };
         self.results.blocking_send(msg).map_err(|_| SinkError::Closed("results channel"))
     }

@@ -35,6 +35,8 @@ impl Sink for StdoutSink {
         let line = super::json_line(&self.device, event)?;
         // one write of the whole line under the lock: lines of several pipelines never interleave
         let mut out = std::io::stdout().lock();
-        out.write_all(&line).and_then(|()| out.flush()).map_err(|source| SinkError::Io { sink: "stdout".into(), source })
+        out.write_all(&line)
+            .and_then(|()| out.flush())
+            .map_err(|source| SinkError::Io { sink: "stdout".into(), source })
     }
 }

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use edge_core::store::VersionStore;
 use edge_core::Precision;
-use edge_core::vision::{DetectSettings, Tiling};
 use edge_core::model::{LoadedModel, ModelEntry, ModelPool, SharedModel, Task, Variant};
+use edge_core::store::VersionStore;
 use edge_core::vision::detector::Detector;
+use edge_core::vision::{DetectSettings, Tiling};
 
 pub struct ModelTarget {
     pub name: String,
@@ -141,7 +141,9 @@ pub fn restore_all(pool: &ModelPool, state_dir: &Path) -> (ModelTargets, Vec<Rol
 fn trial(model: LoadedModel) -> Result<LoadedModel, String> {
     let stage = DetectSettings { tiling: Tiling::None, ..DetectSettings::default() };
     let shared: SharedModel = Arc::new(ArcSwap::from_pointee(model));
-    Detector::new(shared.clone(), stage).detect(&edge_core::vision::probe_image()).map_err(|e| format!("trial: {e}"))?;
+    Detector::new(shared.clone(), stage)
+        .detect(&edge_core::vision::probe_image())
+        .map_err(|e| format!("trial: {e}"))?;
     let arc = Arc::try_unwrap(shared).map_err(|_| "trial model still shared".to_string())?.into_inner();
     Arc::try_unwrap(arc).map_err(|_| "trial model still shared".to_string())
 }

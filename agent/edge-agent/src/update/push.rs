@@ -12,9 +12,9 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use super::protocol::{CHUNK_BYTES, Kind, Request, RollbackOrder, State, Status, UpdateManifest};
 use super::{sha256_hex, sign, unix_now_ms};
+use crate::mqtt::Topics;
 use edge_core::Precision;
 use edge_core::head::Head;
-use crate::mqtt::Topics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {

@@ -55,7 +55,9 @@ impl AudioSourceSpec {
     pub fn wav(path: &str, realtime: bool, looped: bool) -> Result<AudioSourceSpec, AudioError> {
         let files = wav::list(path)?;
         let open: Arc<Opener> =
-            Arc::new(move || Ok(Box::new(wav::WavStream::new(files.clone(), realtime, looped)) as Box<dyn AudioStream>));
+            Arc::new(
+                move || Ok(Box::new(wav::WavStream::new(files.clone(), realtime, looped)) as Box<dyn AudioStream>),
+            );
         let overruns = Arc::new(AtomicU64::new(0));
         Ok(AudioSourceSpec { live: false, describe: format!("wav {path}"), overruns, open })
     }
@@ -72,7 +74,8 @@ impl AudioSourceSpec {
         let counter = overruns.clone();
         let describe = format!("microphone {}", device.as_deref().unwrap_or("(default)"));
         let open: Arc<Opener> = Arc::new(move || {
-            let mic = microphone::Microphone::open(device.as_deref(), (sample_rate, channels), buffer_secs, counter.clone())?;
+            let mic =
+                microphone::Microphone::open(device.as_deref(), (sample_rate, channels), buffer_secs, counter.clone())?;
             Ok(Box::new(mic) as Box<dyn AudioStream>)
         });
         AudioSourceSpec { live: true, describe, overruns, open }

@@ -39,10 +39,11 @@ pub enum HeadError {
 /// A head shipped beside a model (its manifest's `[heads]`), checked against the manifest's
 /// sha256 before it is parsed.
 pub fn shipped(entry: &crate::model::ModelEntry, name: &str) -> Result<Head, HeadError> {
-    let v = entry.manifest.heads.get(name).ok_or_else(|| HeadError::NotShipped {
-        model: entry.manifest.name.clone(),
-        head: name.to_string(),
-    })?;
+    let v = entry
+        .manifest
+        .heads
+        .get(name)
+        .ok_or_else(|| HeadError::NotShipped { model: entry.manifest.name.clone(), head: name.to_string() })?;
     let path = entry.dir.join(&v.file);
     let actual = crate::model::sha256_file(&path).map_err(|source| HeadError::Io { path: path.clone(), source })?;
     if !actual.eq_ignore_ascii_case(&v.sha256) {

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tract_onnx::prelude::*;
 
-use edge_int8::Int8Exec;
 use super::{InputSpec, Layout, ModelEntry};
 use crate::Precision;
+use edge_int8::Int8Exec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -65,4 +65,3 @@ pub fn transcribe(
     let real_time_factor = if duration > 0.0 { processing / duration } else { 0.0 };
     Ok(FileTranscript { text, segments, duration, real_time_factor })
 }
-

@@ -22,15 +22,15 @@ use crossbeam_channel::{Receiver, select};
 use ed25519_dalek::VerifyingKey;
 use tokio::sync::mpsc;
 
+use super::UpdateSettings;
 use super::models::{ModelTarget, ModelTargets, key as model_key};
 use super::protocol::{Kind, Request, RollbackOrder, State, Status, UpdateManifest, parse, slot_of_topic};
 use super::sign;
-use edge_core::store::VersionStore;
-use super::UpdateSettings;
+use crate::mqtt::{Outgoing, Topics};
 use edge_core::Precision;
 use edge_core::head::slot::{HeadSlot, SlotEvent};
 use edge_core::head::{Head, valid_name};
-use crate::mqtt::{Outgoing, Topics};
+use edge_core::store::VersionStore;
 
 mod announce;
 
