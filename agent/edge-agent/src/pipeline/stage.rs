@@ -90,13 +90,6 @@ impl StageOutput {
             StageOutput::Classification(c) => c.inference,
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        match self {
-            StageOutput::Detections(d) => d.detections.is_empty(),
-            StageOutput::Classification(c) => c.labels.is_empty(),
-        }
-    }
 }
 
 impl Stage {
@@ -123,11 +116,6 @@ impl Stage {
         }
     }
 
-    pub fn process(&self, frame: &Frame) -> Result<StageOutput, StageError> {
-        let prepared = self.prepare(frame)?;
-        self.finish(frame, prepared)
-    }
-
     /// The frame's model inputs (resizing, letterboxing, normalising): the work that can run on
     /// its own thread while the previous frame is in the model.
     pub fn prepare(&self, frame: &Frame) -> Result<Prepared, StageError> {
@@ -139,13 +127,7 @@ impl Stage {
         })
     }
 
-    /// The rest of [`Stage::process`], from prepared inputs.
-    pub fn finish(&self, frame: &Frame, prepared: Prepared) -> Result<StageOutput, StageError> {
-        let inferred = self.infer(frame, prepared)?;
-        self.post(frame, inferred)
-    }
-
-    /// The models' part of [`Stage::finish`]: the inference thread's work.
+    /// The models' part: the inference thread's work.
     pub fn infer(&self, frame: &Frame, prepared: Prepared) -> Result<Inferred, StageError> {
         match (self, prepared) {
             (Stage::Detect(d), Prepared::Detect(p)) => Ok(Inferred::Detect(d.infer(p)?)),
