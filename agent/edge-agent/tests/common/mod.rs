@@ -244,23 +244,33 @@ pub fn collect_until(
     out
 }
 
-/// Runs a child to completion within `timeout`, returning (status, stdout, stderr).
+/// Runs a child to completion within `timeout`, returning (status, stdout, stderr). Both pipes
+/// are read while the child runs: a child that prints more than a pipe holds (64 KiB) would
+/// otherwise block on its next write and never end.
 pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> (std::process::ExitStatus, String, String) {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            pipe.read_to_end(&mut buf).ok();
+            String::from_utf8_lossy(&buf).to_string()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let started = Instant::now();
-    loop {
-        if let Some(_status) = child.try_wait().unwrap() {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
         if started.elapsed() > timeout {
             child.kill().ok();
-            let out = child.wait_with_output().unwrap();
-            panic!("timed out; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+            child.wait().ok();
+            panic!("timed out; stderr:\n{}", stderr.join().unwrap());
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    (out.status, String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    (status, stdout.join().unwrap(), stderr.join().unwrap())
 }
 
 pub fn iou(a: &[f64], b: &[f64]) -> f64 {
