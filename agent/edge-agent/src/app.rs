@@ -87,6 +87,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let catalog = Catalog::open(&models_dir)?;
     let device = config.agent.device_id.clone();
     let topics = Topics::new(&config.mqtt.prefix, &device);
+    let ha = &config.homeassistant;
+    let components = ha.enabled.then(|| {
+        crate::homeassistant::Components::of(&config, &catalog, &topics, crate::health::cpu_temp_c().is_some())
+    });
+    let discovery = crate::homeassistant::prepare(ha, components, &device, &topics, &config.agent.state_dir);
     // building loads models: blocking work, kept off the runtime's workers
     let build_config = config.clone();
     let crate::pipeline::Built { pipelines, slots, models } =
@@ -99,7 +104,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     if !outbox.is_empty() {
         tracing::info!(messages = outbox.stats().messages, "results from an earlier run wait in the outbox");
     }
-    let subscriptions = vec![topics.commands(), topics.model_updates()];
+    let mut subscriptions = vec![topics.commands(), topics.model_updates()];
+    let birth_topic = ha.enabled.then(|| ha.birth_topic());
+    subscriptions.extend(birth_topic.clone());
     let (conn, incoming) = crate::mqtt::connect(&config.mqtt, &device, topics.clone(), subscriptions)?;
     let conn = Arc::new(conn);
 
@@ -110,6 +117,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         topics: topics.clone(),
         results: results_tx.clone(),
         base_dir: config.agent.state_dir.clone(),
+        camera: false,
     };
     let mut running = Vec::new();
     for p in pipelines {
@@ -158,8 +166,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .name("updates".into())
         .spawn(move || manager.run(updates_rx, events))
         .context("starting the updates thread")?;
-    let router =
-        Router { health: health.clone(), topics: topics.clone(), results: results_tx.clone(), updates: updates_tx };
+    let (births_tx, births_rx) = mpsc::channel(1);
+    if let Some(d) = discovery {
+        let delay = Duration::from_secs_f64(config.homeassistant.birth_delay_secs);
+        let (results, connected) = (results_tx.clone(), conn.connected());
+        tokio::spawn(crate::homeassistant::run(d, delay, results, connected, births_rx, cancel.clone()));
+    }
+    let router = Router {
+        health: health.clone(),
+        topics: topics.clone(),
+        results: results_tx.clone(),
+        updates: updates_tx,
+        births: birth_topic.map(|t| (t, births_tx)),
+    };
     let commands_task = tokio::spawn(handle_commands(incoming, router, cancel.clone()));
     drop(results_tx);
 
@@ -244,19 +263,30 @@ struct Router {
     topics: Topics,
     results: mpsc::Sender<Outgoing>,
     updates: crossbeam_channel::Sender<crate::update::manager::Incoming>,
+    /// Home Assistant's birth topic, and the discovery task's wake-up.
+    births: Option<(String, mpsc::Sender<()>)>,
 }
 
 /// Answers commands and hands update requests to the updates thread, until cancelled. Bad
 /// payloads get an error ack and a log line.
 async fn handle_commands(mut incoming: mpsc::Receiver<rumqttc::Publish>, router: Router, cancel: CancellationToken) {
     use crate::commands::{Ack, CommandKind, parse, salvage_id};
-    let Router { health, topics, results, updates } = router;
+    let Router { health, topics, results, updates, births } = router;
     let base = topics.base();
     loop {
         let msg = tokio::select! {
             m = incoming.recv() => match m { Some(m) => m, None => return },
             _ = cancel.cancelled() => return,
         };
+        if let Some((topic, wake)) = &births
+            && msg.topic == *topic
+        {
+            // a birth while one is pending is the same birth
+            if msg.payload.as_ref() == b"online" {
+                wake.try_send(()).ok();
+            }
+            continue;
+        }
         if crate::update::protocol::slot_of_topic(&base, &msg.topic).is_some() {
             let m = crate::update::manager::Incoming { topic: msg.topic.clone(), payload: msg.payload.to_vec() };
             if updates.try_send(m).is_err() {

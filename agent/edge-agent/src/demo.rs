@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::config::{
-    AgentSettings, ClassifyStage, Config, DetectStage, MqttSettings, PipelineConfig, Precision, SinkConfig,
-    SourceConfig, StageConfig, TranscribeStage, VadStage,
+    AgentSettings, ClassifyStage, Config, DetectStage, MqttSettings, ObjectsConfig, PipelineConfig, Precision,
+    SinkConfig, SourceConfig, StageConfig, TranscribeStage, VadStage,
 };
 use edge_core::model::{Catalog, default_models_dir};
 
@@ -58,6 +58,9 @@ pub fn config(port: u16, models_dir: PathBuf, samples: &Path, speech: &Path) -> 
         stages: vec![detect(model)],
         sinks: vec![SinkConfig::Mqtt(Default::default())],
         threads: 1,
+        // unrelated still photos: objects would only flicker through them
+        objects: ObjectsConfig { enabled: Some(false), ..Default::default() },
+        zones: BTreeMap::new(),
     };
     Config {
         agent: AgentSettings {
@@ -71,6 +74,7 @@ pub fn config(port: u16, models_dir: PathBuf, samples: &Path, speech: &Path) -> 
         mqtt: MqttSettings { port, ..Default::default() },
         outbox: Default::default(),
         updates: Default::default(),
+        homeassistant: Default::default(),
         pipelines: BTreeMap::from([
             ("objects".into(), pipeline("nanodet")),
             (
@@ -87,6 +91,8 @@ pub fn config(port: u16, models_dir: PathBuf, samples: &Path, speech: &Path) -> 
                     })],
                     sinks: vec![SinkConfig::Mqtt(Default::default())],
                     threads: 1,
+                    objects: Default::default(),
+                    zones: BTreeMap::new(),
                 },
             ),
             ("faces".into(), pipeline("blazeface")),
@@ -108,6 +114,8 @@ fn speech_pipeline(wav: &Path) -> PipelineConfig {
         ],
         sinks: vec![SinkConfig::Mqtt(Default::default())],
         threads: 1,
+        objects: Default::default(),
+        zones: BTreeMap::new(),
     }
 }
 

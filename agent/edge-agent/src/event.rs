@@ -23,6 +23,85 @@ pub enum Event {
     Transcript(Transcript),
     /// Speech began or ended (when the `vad` stage has `events = true`).
     Speech(SpeechEvent),
+    /// A tracked object appeared, changed or left (`[objects]` of a detect pipeline).
+    Object(ObjectEvent),
+    /// How many objects of a label are in view, or in a zone, now.
+    Count(ObjectCount),
+    /// A tracked object's best picture so far.
+    Snapshot(Snapshot),
+}
+
+/// What a tracked object is now, as its events describe it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackedObject {
+    /// `<pipeline>-<unix ms of its first frame>-<n>`, stable for the object's life.
+    pub id: String,
+    pub label: String,
+    /// This frame's detection score (0 when not detected in it).
+    pub score: f32,
+    /// Highest median of its recent scores.
+    pub top_score: f32,
+    /// `[x1, y1, x2, y2]` in frame pixels.
+    pub bbox: [f32; 4],
+    pub start_time: SystemTime,
+    /// When it was last seen; set on `end`.
+    pub end_time: Option<SystemTime>,
+    pub stationary: bool,
+    pub current_zones: Vec<String>,
+    /// Every zone it has been in, in order of first entry.
+    pub entered_zones: Vec<String>,
+    pub has_snapshot: bool,
+    /// The frame this state is from.
+    pub frame_time: SystemTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectChange {
+    New,
+    Update,
+    End,
+}
+
+impl ObjectChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectChange::New => "new",
+            ObjectChange::Update => "update",
+            ObjectChange::End => "end",
+        }
+    }
+}
+
+/// `new`: an object became real; `update`: its zones, stationary state or snapshot changed;
+/// `end`: it left. `before` is its state at the previous event (the same as `after` on `new`).
+#[derive(Debug, Clone)]
+pub struct ObjectEvent {
+    pub pipeline: String,
+    pub seq: u64,
+    pub change: ObjectChange,
+    pub before: TrackedObject,
+    pub after: TrackedObject,
+}
+
+/// Objects of `label` in view of a pipeline, or in one of its zones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectCount {
+    pub pipeline: String,
+    /// `None`: the whole frame.
+    pub zone: Option<String>,
+    pub label: String,
+    pub count: usize,
+}
+
+/// A JPEG of an object's best frame, cropped around it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub pipeline: String,
+    pub label: String,
+    pub object_id: String,
+    pub jpeg: std::sync::Arc<Vec<u8>>,
+    /// Where it is stored.
+    pub path: std::path::PathBuf,
 }
 
 /// What an event says about the frame it came from.
@@ -126,6 +205,9 @@ impl Event {
             Event::Classification(r) => &r.pipeline,
             Event::Transcript(t) => &t.pipeline,
             Event::Speech(s) => &s.pipeline,
+            Event::Object(o) => &o.pipeline,
+            Event::Count(c) => &c.pipeline,
+            Event::Snapshot(s) => &s.pipeline,
         }
     }
 
@@ -135,7 +217,14 @@ impl Event {
             Event::Classification(r) => r.seq,
             Event::Transcript(t) => t.seq,
             Event::Speech(s) => s.seq,
+            Event::Object(o) => o.seq,
+            Event::Count(_) | Event::Snapshot(_) => 0,
         }
+    }
+
+    /// Whether this is one frame's result (what a sink's `per_frame = false` leaves out).
+    pub fn is_per_frame(&self) -> bool {
+        matches!(self, Event::Detections(_) | Event::Classification(_))
     }
 
     /// A frame result that found nothing (what `skip_empty` skips).
@@ -144,7 +233,7 @@ impl Event {
             Event::Detections(r) => r.output.detections.is_empty(),
             Event::Classification(r) => r.output.labels.is_empty(),
             Event::Transcript(t) => t.text.is_empty(),
-            Event::Speech(_) => false,
+            Event::Speech(_) | Event::Object(_) | Event::Count(_) | Event::Snapshot(_) => false,
         }
     }
 }

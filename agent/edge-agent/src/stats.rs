@@ -26,6 +26,9 @@ pub struct PipelineStats {
     /// Audio samples a microphone's ring dropped because the pipeline fell behind.
     pub overrun_samples: Option<Arc<AtomicU64>>,
     latencies_ms: Mutex<VecDeque<f32>>,
+    /// Frames through the object tracker, and the nanoseconds it took over them.
+    tracked_frames: AtomicU64,
+    tracking_ns: AtomicU64,
     started: Instant,
 }
 
@@ -43,6 +46,10 @@ pub struct StatsSnapshot {
     pub fps: f64,
     pub inference_ms_p50: Option<f32>,
     pub inference_ms_p95: Option<f32>,
+    /// Detect pipelines with objects on: mean tracker time per frame (events and snapshots
+    /// included), microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracking_us: Option<f64>,
 }
 
 impl PipelineStats {
@@ -56,6 +63,8 @@ impl PipelineStats {
             dropped,
             overrun_samples: None,
             latencies_ms: Mutex::new(VecDeque::with_capacity(WINDOW)),
+            tracked_frames: AtomicU64::new(0),
+            tracking_ns: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
@@ -63,6 +72,12 @@ impl PipelineStats {
     pub fn record_inference(&self, ms: f32) {
         self.frames_done.fetch_add(1, Ordering::Relaxed);
         self.record_latency(ms);
+    }
+
+    /// One frame's time in the object tracker.
+    pub fn record_tracking(&self, took: std::time::Duration) {
+        self.tracked_frames.fetch_add(1, Ordering::Relaxed);
+        self.tracking_ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// A model run's time, without a frame finishing (audio: one utterance of many blocks).
@@ -93,6 +108,10 @@ impl PipelineStats {
             fps: (done as f64 / secs * 100.0).round() / 100.0,
             inference_ms_p50: pct(0.5),
             inference_ms_p95: pct(0.95),
+            tracking_us: match self.tracked_frames.load(Ordering::Relaxed) {
+                0 => None,
+                n => Some((self.tracking_ns.load(Ordering::Relaxed) as f64 / n as f64 / 10.0).round() / 100.0),
+            },
         }
     }
 }

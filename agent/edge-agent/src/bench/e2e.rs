@@ -185,6 +185,8 @@ pub async fn run(
         stages: vec![stage(model, &entry.manifest.task, precision)],
         sinks: vec![SinkConfig::Mqtt(Default::default())],
         threads,
+        objects: Default::default(),
+        zones: Default::default(),
     };
     let config = Config {
         agent: AgentSettings {
@@ -198,6 +200,7 @@ pub async fn run(
         mqtt: MqttSettings { port, ..Default::default() },
         outbox: Default::default(),
         updates: Default::default(),
+        homeassistant: Default::default(),
         pipelines: BTreeMap::from([("bench".to_string(), pipeline)]),
     };
     let timeout = Duration::from_secs(60);

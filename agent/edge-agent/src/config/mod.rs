@@ -6,6 +6,7 @@
 //! separately (collecting every error with its path) and checks references to models.
 
 mod audio_checks;
+mod object_checks;
 mod types;
 pub mod validate;
 mod vision_checks;

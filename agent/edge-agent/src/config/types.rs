@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use crate::homeassistant::HomeAssistantSettings;
 pub use crate::mqtt::{MqttSettings, TlsSettings};
+pub use crate::objects::{ObjectsConfig, ZoneConfig};
 pub use crate::sink::SinkConfig;
 pub use crate::update::UpdateSettings;
 pub use edge_core::Precision;
@@ -25,6 +27,8 @@ pub struct Config {
     pub outbox: OutboxSettings,
     #[serde(default)]
     pub updates: UpdateSettings,
+    #[serde(default)]
+    pub homeassistant: HomeAssistantSettings,
     #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineConfig>,
 }
@@ -96,6 +100,25 @@ pub struct PipelineConfig {
     /// cores and one heavy pipeline.
     #[serde(default = "one_thread")]
     pub threads: usize,
+    /// How a detect pipeline's detections become tracked objects and events.
+    #[serde(default)]
+    pub objects: ObjectsConfig,
+    /// Named areas of the frame whose objects are counted.
+    #[serde(default)]
+    pub zones: BTreeMap<String, ZoneConfig>,
+}
+
+impl PipelineConfig {
+    /// The detect stage, when the pipeline has one.
+    pub fn detect_stage(&self) -> Option<&DetectStage> {
+        self.stages.iter().find_map(|s| if let StageConfig::Detect(d) = s { Some(d) } else { None })
+    }
+
+    /// Whether this pipeline tracks objects: a frame pipeline with a detect stage whose
+    /// `objects.enabled` is on (by default when its source is live).
+    pub fn tracks_objects(&self) -> bool {
+        self.detect_stage().is_some() && self.objects.enabled_for(self.source.is_live())
+    }
 }
 
 fn one_thread() -> usize {
@@ -157,6 +180,23 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
+    /// Whether the source produces frames on its own clock (a camera, a paced replay).
+    pub fn is_live(&self) -> bool {
+        match self {
+            SourceConfig::Camera { .. } | SourceConfig::Microphone { .. } => true,
+            SourceConfig::Images { fps, .. } => fps.is_some(),
+            SourceConfig::Wav { realtime, .. } => *realtime,
+        }
+    }
+
+    /// A camera's frame size, when the config says it.
+    pub fn frame_size(&self) -> Option<(u32, u32)> {
+        match self {
+            SourceConfig::Camera { width, height, .. } => Some((*width, *height)),
+            _ => None,
+        }
+    }
+
     /// Whether the source delivers audio (and needs audio stages).
     pub fn is_audio(&self) -> bool {
         matches!(self, SourceConfig::Microphone { .. } | SourceConfig::Wav { .. })

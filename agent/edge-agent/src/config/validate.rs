@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{AgentSettings, Config, Issue, MqttSettings, PipelineConfig, StageConfig, Tiling};
 use edge_core::model::Catalog;
 
-const TOP_LEVEL: &[&str] = &["agent", "mqtt", "outbox", "updates", "pipelines"];
+const TOP_LEVEL: &[&str] = &["agent", "mqtt", "outbox", "updates", "homeassistant", "pipelines"];
 
 /// Deserializes and checks `raw`; either a valid config or every issue found.
 pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
@@ -23,6 +23,12 @@ pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
     let mqtt: Option<MqttSettings> = part(&mut top, "mqtt", &mut issues);
     let outbox: Option<super::OutboxSettings> = part(&mut top, "outbox", &mut issues);
     let updates: Option<super::UpdateSettings> = part(&mut top, "updates", &mut issues);
+    let homeassistant: Option<super::HomeAssistantSettings> = part(&mut top, "homeassistant", &mut issues);
+    if let Some(h) = &homeassistant {
+        let mut problems = Vec::new();
+        h.check(&mut problems);
+        issues.extend(problems.into_iter().map(|(p, m)| issue(p, m)));
+    }
     if let Some(u) = &updates {
         super::vision_checks::check_updates(u, &mut issues);
     }
@@ -48,15 +54,16 @@ pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
         }
         Some(_) => issues.push(issue("pipelines", "must be a table of named pipelines")),
     }
+    super::object_checks::check_zone_names(&pipelines, &mut issues);
     if let Some(a) = &agent {
         check_agent(a, &mut issues);
     }
     if let Some(m) = &mqtt {
         check_mqtt(m, &mut issues);
     }
-    match (agent, mqtt, outbox, updates, issues.is_empty()) {
-        (Some(agent), Some(mqtt), Some(outbox), Some(updates), true) => {
-            Ok(Config { agent, mqtt, outbox, updates, pipelines })
+    match (agent, mqtt, outbox, updates, homeassistant, issues.is_empty()) {
+        (Some(agent), Some(mqtt), Some(outbox), Some(updates), Some(homeassistant), true) => {
+            Ok(Config { agent, mqtt, outbox, updates, homeassistant, pipelines })
         }
         _ => Err(issues),
     }
@@ -104,6 +111,8 @@ fn part<T: DeserializeOwned + Default>(
 /// Most threads one pipeline's inference may use.
 const MAX_THREADS: u64 = 64;
 
+const PIPELINE_KEYS: &[&str] = &["source", "stages", "sinks", "threads", "objects", "zones"];
+
 /// A pipeline's source, stages and sinks are deserialized one by one so that a mistake in
 /// one does not hide a mistake in another.
 fn pipeline(path: &str, value: Value, issues: &mut Vec<Issue>) -> Option<PipelineConfig> {
@@ -112,8 +121,8 @@ fn pipeline(path: &str, value: Value, issues: &mut Vec<Issue>) -> Option<Pipelin
         return None;
     };
     let before = issues.len();
-    for key in map.keys().filter(|k| !["source", "stages", "sinks", "threads"].contains(&k.as_str())) {
-        issues.push(issue(format!("{path}.{key}"), "unknown field (expected source, stages, sinks, threads)"));
+    for key in map.keys().filter(|k| !PIPELINE_KEYS.contains(&k.as_str())) {
+        issues.push(issue(format!("{path}.{key}"), format!("unknown field (expected one of {PIPELINE_KEYS:?})")));
     }
     let source = match map.remove("source") {
         Some(v) => typed(&format!("{path}.source"), v, issues),
@@ -161,10 +170,18 @@ fn pipeline(path: &str, value: Value, issues: &mut Vec<Issue>) -> Option<Pipelin
             }
         },
     };
+    let objects = match map.remove("objects") {
+        None => Some(Default::default()),
+        Some(v) => typed(&format!("{path}.objects"), v, issues),
+    };
+    let zones = match map.remove("zones") {
+        None => Some(Default::default()),
+        Some(v) => typed(&format!("{path}.zones"), v, issues),
+    };
     if issues.len() != before {
         return None;
     }
-    Some(PipelineConfig { source: source?, stages, sinks, threads: threads? })
+    Some(PipelineConfig { source: source?, stages, sinks, threads: threads?, objects: objects?, zones: zones? })
 }
 
 fn check_pipeline(path: &str, name: &str, p: &PipelineConfig, catalog: &Catalog, issues: &mut Vec<Issue>) {
@@ -204,9 +221,11 @@ fn check_pipeline(path: &str, name: &str, p: &PipelineConfig, catalog: &Catalog,
     }
     if p.source.is_audio() {
         super::audio_checks::check_audio_stages(path, &p.stages, catalog, issues);
+        super::object_checks::check_objects(path, p, catalog, issues);
         return;
     }
     super::vision_checks::check_chain(path, &p.stages, issues);
+    super::object_checks::check_objects(path, p, catalog, issues);
     let mut upstream_labels: Option<Vec<String>> = None;
     for (i, stage) in p.stages.iter().enumerate() {
         let at = format!("{path}.stages[{i}]");

@@ -5,7 +5,7 @@
 
 mod client;
 mod settings;
-mod topics;
+pub mod topics;
 
 pub use client::{Connection, MqttError, connect};
 pub use settings::{MqttSettings, TlsSettings};

@@ -28,6 +28,31 @@ impl Topics {
         format!("{}/speech/{pipeline}", self.base)
     }
 
+    /// `new` / `update` / `end` events of a detect pipeline's tracked objects.
+    pub fn events(&self, pipeline: &str) -> String {
+        format!("{}/events/{pipeline}", self.base)
+    }
+
+    /// Retained: how many objects of `label` a pipeline sees now.
+    pub fn object_count(&self, pipeline: &str, label: &str) -> String {
+        format!("{}/objects/{pipeline}/{}", self.base, level(label))
+    }
+
+    /// Retained: how many objects of `label` are in a zone now.
+    pub fn zone_count(&self, zone: &str, label: &str) -> String {
+        format!("{}/zones/{zone}/{}", self.base, level(label))
+    }
+
+    /// Retained: the JPEG of the latest best object of `label` (raw bytes).
+    pub fn snapshot(&self, pipeline: &str, label: &str) -> String {
+        format!("{}/snapshots/{pipeline}/{}", self.base, level(label))
+    }
+
+    /// Retained: the last transcript of an audio pipeline.
+    pub fn speech_last(&self, pipeline: &str) -> String {
+        format!("{}/speech/{pipeline}/last", self.base)
+    }
+
     /// Retained per-pipeline statistics.
     pub fn stats(&self) -> String {
         format!("{}/stats", self.base)
@@ -78,6 +103,12 @@ impl Topics {
     }
 }
 
+/// A label as one topic level: labels are the model's words ("traffic light", "tabby, tabby
+/// cat"), so the characters a topic level cannot hold or that read badly become '_'.
+pub fn level(label: &str) -> String {
+    label.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -87,5 +118,10 @@ mod tests {
         assert_eq!(t.detections("door"), "edge-agent/pi-5/detections/door");
         assert_eq!(t.stats(), "edge-agent/pi-5/stats");
         assert_eq!(t.all(), "edge-agent/pi-5/#");
+        assert_eq!(t.events("door"), "edge-agent/pi-5/events/door");
+        assert_eq!(t.object_count("door", "traffic light"), "edge-agent/pi-5/objects/door/traffic_light");
+        assert_eq!(t.zone_count("porch", "person"), "edge-agent/pi-5/zones/porch/person");
+        assert_eq!(t.snapshot("door", "person"), "edge-agent/pi-5/snapshots/door/person");
+        assert_eq!(t.speech_last("kitchen"), "edge-agent/pi-5/speech/kitchen/last");
     }
 }

@@ -51,6 +51,8 @@ pub struct Pipeline {
     sinks: Vec<SinkConfig>,
     /// Threads for one inference.
     threads: usize,
+    /// Whether the source is a camera (see [`SinkContext::camera`]).
+    camera: bool,
 }
 
 enum Kind {
@@ -87,13 +89,21 @@ pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Built, Vec<Pipeli
                     probation: config.updates.probation_inferences,
                     slots: &mut slots,
                 };
+                let tracking =
+                    tracking(name, p, catalog, &config.agent.state_dir).map_err(|e| fail(format!("objects: {e}")));
                 Stage::build(name, &p.stages, catalog, &mut pool, &mut ctx)
-                    .map(|stage| Kind::Vision(vision::VisionPipeline { source, stage }))
                     .map_err(|e| fail(format!("stages: {e}")))
+                    .and_then(|stage| Ok(Kind::Vision(vision::VisionPipeline { source, stage, tracking: tracking? })))
             }
         };
         match kind {
-            Ok(kind) => built.push(Pipeline { name: name.clone(), kind, sinks: p.sinks.clone(), threads: p.threads }),
+            Ok(kind) => built.push(Pipeline {
+                name: name.clone(),
+                kind,
+                sinks: p.sinks.clone(),
+                threads: p.threads,
+                camera: matches!(p.source, crate::config::SourceConfig::Camera { .. }),
+            }),
             Err(e) => errors.push(e),
         }
     }
@@ -111,6 +121,21 @@ pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Built, Vec<Pipeli
         }
     }
     if errors.is_empty() { Ok(Built { pipelines: built, slots, models }) } else { Err(errors) }
+}
+
+/// The object tracking of a detect pipeline that has it on (snapshots under
+/// `<state_dir>/snapshots/<pipeline>`).
+fn tracking(
+    name: &str,
+    p: &crate::config::PipelineConfig,
+    catalog: &Catalog,
+    state_dir: &std::path::Path,
+) -> Result<Option<crate::objects::Tracking>, crate::objects::snapshot::SnapshotError> {
+    let Some(detect) = p.detect_stage().filter(|_| p.tracks_objects()) else { return Ok(None) };
+    let labels = catalog.get(&detect.model).map(|m| m.labels.clone()).unwrap_or_default();
+    let tracked = p.objects.tracked_labels(&detect.classes, &labels);
+    let dir = state_dir.join("snapshots").join(name);
+    crate::objects::Tracking::new(name, &p.objects, &p.zones, tracked, Some(&dir)).map(Some)
 }
 
 type Thread = JoinHandle<Result<(), PipelineError>>;
@@ -141,8 +166,9 @@ impl Running {
 impl Pipeline {
     /// Opens the pipeline's sinks and starts its threads.
     pub fn spawn(self, cancel: CancellationToken, sinks: &SinkContext) -> Result<Running, PipelineError> {
-        let Pipeline { name, kind, sinks: configs, threads } = self;
-        let sinks = Sinks::build(&name, &configs, sinks)
+        let Pipeline { name, kind, sinks: configs, threads, camera } = self;
+        let ctx = SinkContext { camera, ..sinks.clone() };
+        let sinks = Sinks::build(&name, &configs, &ctx)
             .map_err(|source| PipelineError::Sink { pipeline: name.clone(), source })?;
         let sinks = Arc::new(sinks);
         match kind {

@@ -16,6 +16,7 @@ use super::stage::{Inferred, Prepared, StageError};
 use super::{PipelineError, Running, Stage, spawn_stage};
 use crate::event::{Event, FrameInfo, FrameResult};
 use crate::link::{LinkReceiver, LinkSender, Policy, link};
+use crate::objects::Tracking;
 use crate::sched::Class;
 use crate::sink::Sinks;
 use crate::stats::PipelineStats;
@@ -27,6 +28,8 @@ const CAPTURE_LINK: usize = 2;
 pub struct VisionPipeline {
     pub source: SourceSpec,
     pub stage: Stage,
+    /// Detections into tracked objects (a detect pipeline with `objects` on).
+    pub tracking: Option<Tracking>,
 }
 
 type PreparedFrame = (Frame, Result<Prepared, StageError>);
@@ -40,7 +43,7 @@ impl VisionPipeline {
         cancel: CancellationToken,
         sinks: Arc<Sinks>,
     ) -> Result<Running, PipelineError> {
-        let VisionPipeline { source, stage } = self;
+        let VisionPipeline { source, stage, tracking } = self;
         let policy = if source.live { Policy::KeepLatest } else { Policy::Block };
         let (tx, rx, dropped) = link(CAPTURE_LINK, policy);
         let stats = Arc::new(PipelineStats::new(dropped));
@@ -67,7 +70,7 @@ impl VisionPipeline {
         })?;
         let (n, st) = (name.clone(), stats.clone());
         let post = spawn_stage("post", &name, Class::Background, move || {
-            post_loop(&n, &stage, &irx, &st, &sinks);
+            post_loop(&n, &stage, &irx, &st, &sinks, tracking);
             Ok(())
         })?;
         Ok(Running { name, stats, threads: vec![src, prep, infer, post] })
@@ -95,8 +98,39 @@ fn infer_loop(stage: &Stage, rx: &LinkReceiver<PreparedFrame>, tx: &LinkSender<I
 }
 
 /// `post-*`: every frame's model outputs through the rest of the stage (decoding, NMS, the
-/// head), each result numbered and handed to the sinks.
-fn post_loop(name: &str, stage: &Stage, rx: &LinkReceiver<InferredFrame>, stats: &PipelineStats, sinks: &Sinks) {
+/// head), each result numbered and handed to the sinks, then through the object tracker when
+/// the pipeline has one (whose objects all end when the source does).
+fn post_loop(
+    name: &str,
+    stage: &Stage,
+    rx: &LinkReceiver<InferredFrame>,
+    stats: &PipelineStats,
+    sinks: &Sinks,
+    mut tracking: Option<Tracking>,
+) {
+    let send_all = |events: Vec<Event>| events.iter().all(|e| sinks.send(e, stats));
+    if let Some(t) = &mut tracking
+        && !send_all(t.start())
+    {
+        return;
+    }
+    if !frames_to_sinks(name, stage, rx, stats, sinks, &mut tracking) {
+        return;
+    }
+    if let Some(t) = &mut tracking {
+        send_all(t.finish());
+    }
+}
+
+/// The frames' results to the sinks; false when a sink's consumer has gone.
+fn frames_to_sinks(
+    name: &str,
+    stage: &Stage,
+    rx: &LinkReceiver<InferredFrame>,
+    stats: &PipelineStats,
+    sinks: &Sinks,
+    tracking: &mut Option<Tracking>,
+) -> bool {
     let mut seq = 0u64;
     for (frame, inferred) in rx.iter() {
         let output = match inferred.and_then(|i| stage.post(&frame, i)) {
@@ -119,8 +153,19 @@ fn post_loop(name: &str, stage: &Stage, rx: &LinkReceiver<InferredFrame>, stats:
         };
         seq += 1;
         if !sinks.send(&event, stats) {
-            return;
+            return false;
         }
         stats.results.fetch_add(1, Ordering::Relaxed);
+        if let (Some(t), Event::Detections(r)) = (tracking.as_mut(), &event) {
+            let started = std::time::Instant::now();
+            let events = t.frame(&frame, &r.output);
+            stats.record_tracking(started.elapsed());
+            for e in &events {
+                if !sinks.send(e, stats) {
+                    return false;
+                }
+            }
+        }
     }
+    true
 }

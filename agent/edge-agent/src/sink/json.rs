@@ -242,5 +242,8 @@ pub fn to_vec(device: &str, event: &Event) -> serde_json::Result<Vec<u8>> {
         }
         Event::Transcript(t) => serde_json::to_vec(&transcript(device, t)),
         Event::Speech(s) => serde_json::to_vec(&speech(device, s)),
+        Event::Object(o) => serde_json::to_vec(&super::objects_json::object_event(device, o)),
+        Event::Count(c) => serde_json::to_vec(&super::objects_json::count(device, c)),
+        Event::Snapshot(s) => serde_json::to_vec(&super::objects_json::snapshot(device, s)),
     }
 }

@@ -159,6 +159,7 @@ mod tests {
             topics: crate::mqtt::Topics::new("edge-agent", "d"),
             results,
             base_dir: dir.to_path_buf(),
+            camera: false,
         }
     }
 

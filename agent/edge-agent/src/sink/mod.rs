@@ -11,6 +11,7 @@
 pub mod json;
 mod jsonl;
 mod mqtt;
+pub mod objects_json;
 mod stdout;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +59,9 @@ pub struct SinkContext {
     pub results: mpsc::Sender<Outgoing>,
     /// Relative file paths of sinks are resolved against this folder (the state folder).
     pub base_dir: PathBuf,
+    /// Whether the pipeline being built reads a camera (whose per-frame results the MQTT
+    /// sink leaves out unless `per_frame = true`: its tracked objects say what matters).
+    pub camera: bool,
 }
 
 /// One sink of one pipeline. `send` is called from the pipeline's threads.
@@ -125,6 +129,9 @@ pub(crate) fn kind(event: &Event) -> &'static str {
         Event::Classification(_) => "classification",
         Event::Transcript(_) => "transcript",
         Event::Speech(_) => "speech",
+        Event::Object(_) => "object",
+        Event::Count(_) => "count",
+        Event::Snapshot(_) => "snapshot",
     }
 }
 

@@ -1,5 +1,9 @@
-//! The MQTT sink: every event on its topic (`detections`, `classifications`, `transcripts`,
-//! `speech`, then the pipeline), QoS 1, not retained, through the publisher's bounded results
+//! The MQTT sink. Per-frame results on `detections/<pipeline>` or `classifications/<pipeline>`
+//! (left out for cameras unless `per_frame = true`), transcripts on `transcripts/<pipeline>`
+//! and retained on `speech/<pipeline>/last`, speech edges on `speech/<pipeline>`, tracked
+//! objects' events on `events/<pipeline>`; retained counts on `objects/<pipeline>/<label>` and
+//! `zones/<zone>/<label>` (plain numbers) and retained snapshots on
+//! `snapshots/<pipeline>/<label>` (raw JPEG). QoS 1, through the publisher's bounded results
 //! channel (which blocks when full; the publisher spills to the disk outbox while the broker
 //! is away).
 
@@ -16,10 +20,15 @@ pub struct MqttSinkConfig {
     /// Publish only frames with at least one detection (or label, or word).
     #[serde(default)]
     pub skip_empty: bool,
+    /// Publish every frame's result. Unset: yes, except for cameras, whose tracked objects'
+    /// events, counts and snapshots say what matters without a message per frame.
+    #[serde(default)]
+    pub per_frame: Option<bool>,
 }
 
 pub struct MqttSink {
     skip_empty: bool,
+    per_frame: bool,
     device: String,
     topics: Topics,
     results: mpsc::Sender<Outgoing>,
@@ -29,31 +38,53 @@ impl MqttSink {
     pub fn new(c: &MqttSinkConfig, ctx: &SinkContext) -> MqttSink {
         MqttSink {
             skip_empty: c.skip_empty,
+            per_frame: c.per_frame.unwrap_or(!ctx.camera),
             device: ctx.device.clone(),
             topics: ctx.topics.clone(),
             results: ctx.results.clone(),
         }
     }
 
-    fn topic(&self, event: &Event) -> String {
+    /// The messages of one event.
+    fn messages(&self, event: &Event) -> Result<Vec<Outgoing>, SinkError> {
         let pipeline = event.pipeline();
-        match event {
-            Event::Detections(_) => self.topics.detections(pipeline),
-            Event::Classification(_) => self.topics.classifications(pipeline),
-            Event::Transcript(_) => self.topics.transcripts(pipeline),
-            Event::Speech(_) => self.topics.speech(pipeline),
-        }
+        let json = || {
+            json::to_vec(&self.device, event)
+                .map_err(|source| SinkError::Serialize { kind: super::kind(event), source })
+        };
+        let msg = |topic: String, payload: Vec<u8>, retain: bool| Outgoing { topic, payload, retain };
+        Ok(match event {
+            Event::Detections(_) => vec![msg(self.topics.detections(pipeline), json()?, false)],
+            Event::Classification(_) => vec![msg(self.topics.classifications(pipeline), json()?, false)],
+            Event::Transcript(_) => {
+                let payload = json()?;
+                vec![
+                    msg(self.topics.transcripts(pipeline), payload.clone(), false),
+                    msg(self.topics.speech_last(pipeline), payload, true),
+                ]
+            }
+            Event::Speech(_) => vec![msg(self.topics.speech(pipeline), json()?, false)],
+            Event::Object(_) => vec![msg(self.topics.events(pipeline), json()?, false)],
+            Event::Count(c) => {
+                let topic = match &c.zone {
+                    None => self.topics.object_count(pipeline, &c.label),
+                    Some(zone) => self.topics.zone_count(zone, &c.label),
+                };
+                vec![msg(topic, c.count.to_string().into_bytes(), true)]
+            }
+            Event::Snapshot(s) => vec![msg(self.topics.snapshot(pipeline, &s.label), s.jpeg.to_vec(), true)],
+        })
     }
 }
 
 impl Sink for MqttSink {
     fn send(&self, event: &Event) -> Result<(), SinkError> {
-        if self.skip_empty && event.is_empty() {
+        if (self.skip_empty && event.is_empty()) || (!self.per_frame && event.is_per_frame()) {
             return Ok(());
         }
-        let payload = json::to_vec(&self.device, event)
-            .map_err(|source| SinkError::Serialize { kind: super::kind(event), source })?;
-        let msg = Outgoing { topic: self.topic(event), payload, retain: false };
-        self.results.blocking_send(msg).map_err(|_| SinkError::Closed("results channel"))
+        for msg in self.messages(event)? {
+            self.results.blocking_send(msg).map_err(|_| SinkError::Closed("results channel"))?;
+        }
+        Ok(())
     }
 }
