@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub use crate::homeassistant::HomeAssistantSettings;
 pub use crate::mqtt::{MqttSettings, TlsSettings};
 pub use crate::objects::{ObjectsConfig, ZoneConfig};
 pub use crate::sink::SinkConfig;
@@ -31,6 +30,55 @@ pub struct Config {
     pub homeassistant: HomeAssistantSettings,
     #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineConfig>,
+}
+
+/// Home Assistant MQTT discovery (see `crate::homeassistant`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantSettings {
+    pub enabled: bool,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
+    /// The device's name in Home Assistant (default: the device id).
+    pub name: Option<String>,
+    /// Longest random wait before answering Home Assistant's birth message, so that a
+    /// restart of Home Assistant is not met by every device at once.
+    pub birth_delay_secs: f64,
+}
+
+impl Default for HomeAssistantSettings {
+    fn default() -> Self {
+        HomeAssistantSettings {
+            enabled: false,
+            discovery_prefix: "homeassistant".into(),
+            name: None,
+            birth_delay_secs: 5.0,
+        }
+    }
+}
+
+impl HomeAssistantSettings {
+    pub fn config_topic(&self, device: &str) -> String {
+        format!("{}/device/{device}/config", self.discovery_prefix)
+    }
+
+    /// Where Home Assistant says `online` when it starts.
+    pub fn birth_topic(&self) -> String {
+        format!("{}/status", self.discovery_prefix)
+    }
+
+    pub fn check(&self, problems: &mut Vec<(String, String)>) {
+        let p = &self.discovery_prefix;
+        if p.is_empty() || p.contains(['+', '#']) || p.starts_with('/') || p.ends_with('/') {
+            problems.push((
+                "homeassistant.discovery_prefix".into(),
+                "must be a topic without wildcards or outer '/'".into(),
+            ));
+        }
+        if !(0.0..=600.0).contains(&self.birth_delay_secs) {
+            problems.push(("homeassistant.birth_delay_secs".into(), "must be in [0, 600]".into()));
+        }
+    }
 }
 
 /// The disk buffer for results the broker cannot take (under `<state_dir>/outbox`).

@@ -11,60 +11,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::config::HomeAssistantSettings;
 use crate::mqtt::{Outgoing, Topics};
 pub use discovery::Components;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HomeAssistantSettings {
-    pub enabled: bool,
-    /// Home Assistant's discovery prefix.
-    pub discovery_prefix: String,
-    /// The device's name in Home Assistant (default: the device id).
-    pub name: Option<String>,
-    /// Longest random wait before answering Home Assistant's birth message, so that a
-    /// restart of Home Assistant is not met by every device at once.
-    pub birth_delay_secs: f64,
-}
-
-impl Default for HomeAssistantSettings {
-    fn default() -> Self {
-        HomeAssistantSettings {
-            enabled: false,
-            discovery_prefix: "homeassistant".into(),
-            name: None,
-            birth_delay_secs: 5.0,
-        }
-    }
-}
-
-impl HomeAssistantSettings {
-    pub fn config_topic(&self, device: &str) -> String {
-        format!("{}/device/{device}/config", self.discovery_prefix)
-    }
-
-    /// Where Home Assistant says `online` when it starts.
-    pub fn birth_topic(&self) -> String {
-        format!("{}/status", self.discovery_prefix)
-    }
-
-    pub fn check(&self, problems: &mut Vec<(String, String)>) {
-        let p = &self.discovery_prefix;
-        if p.is_empty() || p.contains(['+', '#']) || p.starts_with('/') || p.ends_with('/') {
-            problems.push((
-                "homeassistant.discovery_prefix".into(),
-                "must be a topic without wildcards or outer '/'".into(),
-            ));
-        }
-        if !(0.0..=600.0).contains(&self.birth_delay_secs) {
-            problems.push(("homeassistant.birth_delay_secs".into(), "must be in [0, 600]".into()));
-        }
-    }
-}
 
 /// What the discovery task sends.
 pub struct Discovery {
@@ -89,8 +41,9 @@ impl State {
 
     pub fn save(&self, platforms: &BTreeMap<String, String>) {
         let tmp = self.path.with_extension("json.tmp");
-        let r = serde_json::to_vec_pretty(platforms)
-            .map_err(std::io::Error::other)
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let r = std::fs::create_dir_all(dir)
+            .and_then(|()| serde_json::to_vec_pretty(platforms).map_err(std::io::Error::other))
             .and_then(|b| std::fs::write(&tmp, b))
             .and_then(|()| std::fs::rename(&tmp, &self.path));
         if let Err(e) = r {
