@@ -88,3 +88,73 @@ impl Sink for MqttSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::event::{FrameInfo, FrameResult, ObjectCount, Snapshot};
+
+    fn detections() -> Event {
+        Event::Detections(FrameResult {
+            pipeline: "door".into(),
+            seq: 0,
+            frame: FrameInfo { source: "cam".into(), id: 0, captured: std::time::UNIX_EPOCH, width: 4, height: 4 },
+            output: edge_core::vision::detector::DetectOutput {
+                detections: vec![],
+                inference: std::time::Duration::ZERO,
+                passes: 1,
+                model_name: "nanodet".into(),
+                model_version: "1".into(),
+                precision: edge_core::Precision::Int8,
+            },
+        })
+    }
+
+    /// What a sink for a camera (or not) with `per_frame` publishes for a frame, a zone count
+    /// and a snapshot.
+    fn sent(camera: bool, per_frame: Option<bool>) -> Vec<(String, Vec<u8>, bool)> {
+        let (results, mut rx) = mpsc::channel(16);
+        let ctx = SinkContext {
+            device: "d".into(),
+            topics: Topics::new("edge-agent", "d"),
+            results,
+            base_dir: ".".into(),
+            camera,
+        };
+        let sink = MqttSink::new(&MqttSinkConfig { skip_empty: false, per_frame }, &ctx);
+        let count =
+            ObjectCount { pipeline: "door".into(), zone: Some("porch".into()), label: "person".into(), count: 2 };
+        let snapshot = Snapshot {
+            pipeline: "door".into(),
+            label: "person".into(),
+            object_id: "door-1-1".into(),
+            jpeg: std::sync::Arc::new(vec![0xff, 0xd8]),
+            path: "x.jpg".into(),
+        };
+        for e in [detections(), Event::Count(count), Event::Snapshot(snapshot)] {
+            sink.send(&e).unwrap();
+        }
+        drop(sink);
+        let mut out = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            out.push((m.topic, m.payload, m.retain));
+        }
+        out
+    }
+
+    #[test]
+    fn cameras_publish_objects_not_frames_unless_asked() {
+        let objects = [
+            ("edge-agent/d/zones/porch/person".to_string(), b"2".to_vec(), true),
+            ("edge-agent/d/snapshots/door/person".to_string(), vec![0xff, 0xd8], true),
+        ];
+        assert_eq!(sent(true, None), objects);
+        let all = sent(false, None);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].0, "edge-agent/d/detections/door");
+        assert!(!all[0].2);
+        assert_eq!(sent(true, Some(true)).len(), 3);
+        assert_eq!(sent(false, Some(false)), objects);
+    }
+}
