@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::config::{
-    AgentSettings, ClassifyStage, Config, DetectStage, MqttSettings, ObjectsConfig, PipelineConfig, Precision,
-    SinkConfig, SourceConfig, StageConfig, TranscribeStage, VadStage,
+    AgentSettings, ClassifyStage, Config, DetectStage, MqttSettings, PipelineConfig, Precision, SinkConfig,
+    SourceConfig, StageConfig, TranscribeStage, VadStage,
 };
 use edge_core::model::{Catalog, default_models_dir};
 
@@ -58,8 +58,7 @@ pub fn config(port: u16, models_dir: PathBuf, samples: &Path, speech: &Path) -> 
         stages: vec![detect(model)],
         sinks: vec![SinkConfig::Mqtt(Default::default())],
         threads: 1,
-        // unrelated still photos: objects would only flicker through them
-        objects: ObjectsConfig { enabled: Some(false), ..Default::default() },
+        objects: Default::default(),
         zones: BTreeMap::new(),
     };
     Config {

@@ -145,7 +145,7 @@ fn discovery_is_sent_again_when_home_assistant_comes_online() {
          [mqtt]\nhost = \"127.0.0.1\"\nport = {}\nmax_backoff_secs = 1\n\
          [homeassistant]\nenabled = true\nbirth_delay_secs = 0.5\n\
          [pipelines.door]\nsource = {{ type = \"images\", path = \"{}\", fps = 2, loop = true }}\n\
-         stages = [{{ type = \"detect\", model = \"blazeface\" }}]\n",
+         stages = [{{ type = \"detect\", model = \"blazeface\" }}]\nobjects = {{ enabled = true }}\n",
         broker.port,
         images.display()
     );

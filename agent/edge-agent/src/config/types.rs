@@ -163,9 +163,9 @@ impl PipelineConfig {
     }
 
     /// Whether this pipeline tracks objects: a frame pipeline with a detect stage whose
-    /// `objects.enabled` is on (by default when its source is live).
+    /// `objects.enabled` is on (by default for cameras).
     pub fn tracks_objects(&self) -> bool {
-        self.detect_stage().is_some() && self.objects.enabled_for(self.source.is_live())
+        self.detect_stage().is_some() && self.objects.enabled_for(matches!(self.source, SourceConfig::Camera { .. }))
     }
 }
 
@@ -228,15 +228,6 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
-    /// Whether the source produces frames on its own clock (a camera, a paced replay).
-    pub fn is_live(&self) -> bool {
-        match self {
-            SourceConfig::Camera { .. } | SourceConfig::Microphone { .. } => true,
-            SourceConfig::Images { fps, .. } => fps.is_some(),
-            SourceConfig::Wav { realtime, .. } => *realtime,
-        }
-    }
-
     /// A camera's frame size, when the config says it.
     pub fn frame_size(&self) -> Option<(u32, u32)> {
         match self {

@@ -23,6 +23,7 @@ enabled = true
 [pipelines.door]
 source = { type = "images", path = "x", fps = 5 }
 stages = [{ type = "detect", model = "nanodet", classes = ["person", "car"] }]
+objects = { enabled = true }
 [pipelines.door.zones.porch]
 points = [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]
 objects = ["person"]
@@ -86,6 +87,7 @@ device_id = "pi5"
 [pipelines.door]
 source = { type = "images", path = "x", fps = 5 }
 stages = [{ type = "detect", model = "nanodet", classes = ["person", "car"] }]
+objects = { enabled = true }
 [pipelines.kitchen2]
 source = { type = "microphone" }
 stages = [{ type = "vad" }, { type = "transcribe" }]

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ObjectsConfig {
-    /// Track objects and publish events. Unset: on for cameras and paced (`fps`) image
-    /// sources, off for batches of files.
+    /// Track objects and publish events. Unset: on for cameras, off for image files (turn it
+    /// on for a folder of frames of one scene).
     pub enabled: Option<bool>,
     /// Labels that become objects. Empty: the detect stage's `classes`, else `person` when
     /// the model has it, else every label of the model.
@@ -70,9 +70,9 @@ impl Default for SnapshotSettings {
 }
 
 impl ObjectsConfig {
-    /// Whether tracking runs for a source that is (or is not) live.
-    pub fn enabled_for(&self, live: bool) -> bool {
-        self.enabled.unwrap_or(live)
+    /// Whether tracking runs for a camera (or another kind of source).
+    pub fn enabled_for(&self, camera: bool) -> bool {
+        self.enabled.unwrap_or(camera)
     }
 
     /// The labels that become objects (see [`ObjectsConfig::track`]).

@@ -144,6 +144,40 @@ mod tests {
     }
 
     #[test]
+    fn a_transcript_is_also_kept_retained_as_the_last() {
+        let (results, mut rx) = mpsc::channel(4);
+        let ctx = SinkContext {
+            device: "d".into(),
+            topics: Topics::new("edge-agent", "d"),
+            results,
+            base_dir: ".".into(),
+            camera: false,
+        };
+        let t = crate::event::Transcript {
+            pipeline: "kitchen".into(),
+            seq: 0,
+            source: "wav".into(),
+            utterance_id: 0,
+            began: std::time::UNIX_EPOCH,
+            start: 0.0,
+            end: 1.0,
+            duration: 1.0,
+            text: "lights off".into(),
+            model: crate::event::ModelInfo {
+                name: "whisper-tiny-en".into(),
+                version: "1".into(),
+                precision: edge_core::Precision::Int8,
+            },
+            processing: std::time::Duration::from_millis(100),
+        };
+        MqttSink::new(&MqttSinkConfig::default(), &ctx).send(&Event::Transcript(t)).unwrap();
+        let (a, b) = (rx.try_recv().unwrap(), rx.try_recv().unwrap());
+        assert_eq!((a.topic.as_str(), a.retain), ("edge-agent/d/transcripts/kitchen", false));
+        assert_eq!((b.topic.as_str(), b.retain), ("edge-agent/d/speech/kitchen/last", true));
+        assert_eq!(a.payload, b.payload);
+    }
+
+    #[test]
     fn cameras_publish_objects_not_frames_unless_asked() {
         let objects = [
             ("edge-agent/d/zones/porch/person".to_string(), b"2".to_vec(), true),
