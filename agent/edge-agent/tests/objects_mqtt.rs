@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Message, STATE_DIR, agent, collect_until, fixture, run_with_timeout, subscribe};
+use common::{Message, STATE_DIR, agent, collect_until, fixture, subscribe};
 use image::{Rgb, RgbImage};
 
 /// Frames: 6 empty, 14 with the portrait moving right (into the right half, the zone), 8 empty.
@@ -56,14 +56,8 @@ fn a_face_walking_through_a_zone_is_one_object_with_one_snapshot() {
     let frames = tempfile::tempdir().unwrap();
     write_frames(frames.path());
     let (dir, path) = common::write_config(&config(broker.port, frames.path()));
-    let rx = subscribe(broker.port, "watch-objects", "edge-agent/objects/#");
     let ha = subscribe(broker.port, "watch-ha", "homeassistant/#");
-    let mut cmd = agent();
-    cmd.arg("run").arg("--config").arg(&path);
-    let (status, _, stderr) = run_with_timeout(cmd, Duration::from_secs(600));
-    assert!(status.success(), "agent failed: {stderr}");
-    let messages =
-        collect_until(&rx, Duration::from_secs(20), |m| m.topic.ends_with("/status") && m.payload == b"offline");
+    let messages = common::run_to_end(broker.port, "objects", &path);
     let faces: Vec<usize> = on(&messages, "edge-agent/objects/detections/door")
         .iter()
         .map(|m| m.json()["detections"].as_array().unwrap().len())

@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::known::PHOTOS;
 use common::speech::audio;
-use common::{Message, STATE_DIR, agent, collect_until, root, run_with_timeout, subscribe};
+use common::{Message, STATE_DIR, agent, root};
 
 fn header(port: u16, device: &str) -> String {
     format!(
@@ -21,14 +19,7 @@ fn header(port: u16, device: &str) -> String {
 /// Runs the agent to the end; returns what it published and the config's folder.
 fn run(port: u16, device: &str, config: &str) -> (Vec<Message>, tempfile::TempDir) {
     let (dir, path) = common::write_config(config);
-    let rx = subscribe(port, &format!("watch-{device}"), &format!("edge-agent/{device}/#"));
-    let mut cmd = agent();
-    cmd.arg("run").arg("--config").arg(&path);
-    let (status, _, stderr) = run_with_timeout(cmd, Duration::from_secs(600));
-    assert!(status.success(), "agent failed: {stderr}");
-    let messages =
-        collect_until(&rx, Duration::from_secs(20), |m| m.topic.ends_with("/status") && m.payload == b"offline");
-    (messages, dir)
+    (common::run_to_end(port, device, &path), dir)
 }
 
 fn lines(path: &std::path::Path) -> Vec<Vec<u8>> {

@@ -4,7 +4,7 @@
 //! a far, small one are followed equally well. Time is counted in frames.
 
 /// `[x1, y1, x2, y2]` in pixels.
-pub type BoxXyxy = [f32; 4];
+pub type BoxXyxy = edge_core::vision::BBox;
 
 /// One coordinate and its velocity, with their 2x2 covariance.
 #[derive(Debug, Clone, Copy)]
@@ -108,21 +108,7 @@ impl BoxFilter {
     }
 }
 
-pub fn area(b: &BoxXyxy) -> f32 {
-    (b[2] - b[0]).max(0.0) * (b[3] - b[1]).max(0.0)
-}
-
-pub fn intersection(a: &BoxXyxy, b: &BoxXyxy) -> f32 {
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    w * h
-}
-
-pub fn iou(a: &BoxXyxy, b: &BoxXyxy) -> f32 {
-    let i = intersection(a, b);
-    let u = area(a) + area(b) - i;
-    if u > 0.0 { i / u } else { 0.0 }
-}
+pub use edge_core::vision::nms::{area, intersection, iou};
 
 pub fn union(a: &BoxXyxy, b: &BoxXyxy) -> BoxXyxy {
     [a[0].min(b[0]), a[1].min(b[1]), a[2].max(b[2]), a[3].max(b[3])]

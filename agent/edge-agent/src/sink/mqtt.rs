@@ -111,17 +111,16 @@ mod tests {
         })
     }
 
+    fn context(camera: bool) -> (SinkContext, mpsc::Receiver<Outgoing>) {
+        let (results, rx) = mpsc::channel(16);
+        let topics = Topics::new("edge-agent", "d");
+        (SinkContext { device: "d".into(), topics, results, base_dir: ".".into(), camera }, rx)
+    }
+
     /// What a sink for a camera (or not) with `per_frame` publishes for a frame, a zone count
     /// and a snapshot.
     fn sent(camera: bool, per_frame: Option<bool>) -> Vec<(String, Vec<u8>, bool)> {
-        let (results, mut rx) = mpsc::channel(16);
-        let ctx = SinkContext {
-            device: "d".into(),
-            topics: Topics::new("edge-agent", "d"),
-            results,
-            base_dir: ".".into(),
-            camera,
-        };
+        let (ctx, mut rx) = context(camera);
         let sink = MqttSink::new(&MqttSinkConfig { skip_empty: false, per_frame }, &ctx);
         let count =
             ObjectCount { pipeline: "door".into(), zone: Some("porch".into()), label: "person".into(), count: 2 };
@@ -145,14 +144,7 @@ mod tests {
 
     #[test]
     fn a_transcript_is_also_kept_retained_as_the_last() {
-        let (results, mut rx) = mpsc::channel(4);
-        let ctx = SinkContext {
-            device: "d".into(),
-            topics: Topics::new("edge-agent", "d"),
-            results,
-            base_dir: ".".into(),
-            camera: false,
-        };
+        let (ctx, mut rx) = context(false);
         let t = crate::event::Transcript {
             pipeline: "kitchen".into(),
             seq: 0,

@@ -353,6 +353,17 @@ impl Running {
     }
 }
 
+/// Runs the agent on `config` to its end (finite sources), with a subscriber to everything of
+/// `device` started before it; returns what was published up to the agent's `offline`.
+pub fn run_to_end(port: u16, device: &str, config: &Path) -> Vec<Message> {
+    let rx = subscribe(port, &format!("watch-{device}"), &format!("edge-agent/{device}/#"));
+    let mut cmd = agent();
+    cmd.arg("run").arg("--config").arg(config);
+    let (status, _, stderr) = run_with_timeout(cmd, Duration::from_secs(600));
+    assert!(status.success(), "agent failed: {stderr}");
+    collect_until(&rx, Duration::from_secs(20), |m| m.topic.ends_with("/status") && m.payload == b"offline")
+}
+
 /// Writes a config into a fresh folder; keep the folder alive while the agent runs.
 pub fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

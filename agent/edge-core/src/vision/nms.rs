@@ -8,7 +8,7 @@ pub fn area(b: &BBox) -> f32 {
     (b[2] - b[0]).max(0.0) * (b[3] - b[1]).max(0.0)
 }
 
-fn intersection(a: &BBox, b: &BBox) -> f32 {
+pub fn intersection(a: &BBox, b: &BBox) -> f32 {
     let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
     let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
     w * h
