@@ -91,7 +91,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let components = ha.enabled.then(|| {
         crate::homeassistant::Components::of(&config, &catalog, &topics, crate::health::cpu_temp_c().is_some())
     });
-    let discovery = crate::homeassistant::prepare(ha, components, &device, &topics, &config.agent.state_dir);
+    // reads and writes the components file: kept off the runtime's workers
+    let (settings, dev, t, state_dir) = (ha.clone(), device.clone(), topics.clone(), config.agent.state_dir.clone());
+    let discovery =
+        tokio::task::spawn_blocking(move || crate::homeassistant::prepare(&settings, components, &dev, &t, &state_dir))
+            .await?;
     // building loads models: blocking work, kept off the runtime's workers
     let build_config = config.clone();
     let crate::pipeline::Built { pipelines, slots, models } =

@@ -52,7 +52,11 @@ impl State {
     }
 
     pub fn clear(&self) {
-        std::fs::remove_file(&self.path).ok();
+        if let Err(e) = std::fs::remove_file(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot forget the Home Assistant components");
+        }
     }
 }
 
