@@ -85,6 +85,10 @@ pub async fn shutdown_signal() {
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let models_dir = config.agent.models_dir.clone().unwrap_or_else(default_models_dir);
     let catalog = Catalog::open(&models_dir)?;
+    let web = &config.web;
+    let credentials = crate::web::Credentials::load(web.auth, web.credentials_file.as_deref())
+        .context("loading the status page's credentials (web.credentials_file)")?;
+    let view = web.listen.map(|_| page_view(&config));
     let device = config.agent.device_id.clone();
     let topics = Topics::new(&config.mqtt.prefix, &device);
     let ha = &config.homeassistant;
@@ -122,6 +126,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         results: results_tx.clone(),
         base_dir: config.agent.state_dir.clone(),
         camera: false,
+        view: view.clone(),
     };
     let mut running = Vec::new();
     for p in pipelines {
@@ -143,10 +148,22 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         outbox: outbox_stats,
         connected: conn.connected(),
     });
+    if let (Some(addr), Some(hub)) = (web.listen, &view) {
+        let open = credentials.is_none();
+        let state = crate::web::Web::new(health.clone(), hub.clone(), web.frame_width, cancel.clone());
+        let bound = crate::web::start(addr, crate::web::router(state, credentials), cancel.clone())
+            .await
+            .with_context(|| format!("serving the status page on {addr} (web.listen)"))?;
+        tracing::info!(url = %format!("http://{bound}/"), "status page");
+        if open && !bound.ip().is_loopback() {
+            tracing::warn!(%bound, "the status page is reachable from the network without auth (web.auth)");
+        }
+    }
     if let Some(addr) = config.agent.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics on {addr}"))?;
+        crate::web::start(addr, crate::web::metrics_router(health.clone()), cancel.clone())
+            .await
+            .with_context(|| format!("serving /metrics on {addr} (agent.metrics_listen)"))?;
         tracing::info!(%addr, "serving /metrics");
-        tokio::spawn(crate::metrics::serve(listener, health.clone(), cancel.clone()));
     }
     let stats_task = tokio::spawn(publish_stats(
         health.clone(),
@@ -164,7 +181,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         slots.slots.clone(),
         models,
         results_tx.clone(),
-    );
+    )
+    .with_view(view.clone());
     let events = slots.events.clone();
     let updates_thread = std::thread::Builder::new()
         .name("updates".into())
@@ -232,6 +250,20 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     } else {
         Err(anyhow!("{} of {} pipelines failed:\n{}", failures.len(), names.len(), failures.join("\n")))
     }
+}
+
+/// The status page's state for `config`'s pipelines.
+fn page_view(config: &Config) -> Arc<crate::view::Hub> {
+    let specs = config
+        .pipelines
+        .iter()
+        .map(|(name, p)| crate::view::PipelineSpec {
+            name: name.clone(),
+            audio: p.source.is_audio(),
+            zones: serde_json::to_value(&p.zones).unwrap_or_default(),
+        })
+        .collect();
+    Arc::new(crate::view::Hub::new(specs, config.web.frame_fps))
 }
 
 /// Publishes the retained stats every `every`, and once more when cancelled.

@@ -74,6 +74,7 @@ pub fn config(port: u16, models_dir: PathBuf, samples: &Path, speech: &Path) -> 
         outbox: Default::default(),
         updates: Default::default(),
         homeassistant: Default::default(),
+        web: Default::default(),
         pipelines: BTreeMap::from([
             ("objects".into(), pipeline("nanodet")),
             (
@@ -168,7 +169,10 @@ pub async fn run(models_dir: Option<&Path>) -> Result<ExitCode> {
         }
     });
     tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await.context("subscribing to the demo broker")??;
-    let config = config(port, models_dir, &samples, &speech);
+    let mut config = config(port, models_dir, &samples, &speech);
+    let web_port = edge_broker::free_port()?;
+    config.web.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], web_port)));
+    eprintln!("demo: status page on http://127.0.0.1:{web_port}/ while the demo runs");
     let state_dir = config.agent.state_dir.clone();
     let served = crate::app::serve(config, crate::app::shutdown_signal()).await;
     if let Err(e) = std::fs::remove_dir_all(&state_dir) {

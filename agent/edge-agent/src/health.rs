@@ -1,6 +1,6 @@
 //! The agent's health: per-pipeline counters, the outbox, the broker link, and the process
 //! (uptime, resident memory, CPU temperature where `/sys/class/thermal` has it). Published as
-//! the retained stats message and, optionally, as Prometheus text on `/metrics`.
+//! the retained stats message, as Prometheus metrics (`metrics.rs`) and on the status page.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -37,72 +37,6 @@ impl Health {
             // a plain mutex held only to copy a small struct
             outbox: *self.outbox.lock().unwrap_or_else(|p| p.into_inner()),
         }
-    }
-
-    /// The same figures in Prometheus' text format.
-    pub fn prometheus(&self) -> String {
-        let m = self.message();
-        let mut out = String::new();
-        let mut gauge = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
-            // appending to a String cannot fail
-            out.push_str(&format!("# HELP edge_agent_{name} {help}\n# TYPE edge_agent_{name} {kind}\n"));
-            for (labels, v) in samples {
-                out.push_str(&format!("edge_agent_{name}{labels} {v}\n"));
-            }
-        };
-        let per = |f: &dyn Fn(&crate::stats::StatsSnapshot) -> Option<f64>| -> Vec<(String, f64)> {
-            m.pipelines.iter().filter_map(|(k, s)| Some((format!("{{pipeline=\"{k}\"}}"), f(s)?))).collect()
-        };
-        gauge(
-            "uptime_seconds",
-            "Seconds since the agent started.",
-            "gauge",
-            vec![(String::new(), m.uptime_secs as f64)],
-        );
-        gauge(
-            "broker_connected",
-            "1 when the MQTT broker is connected.",
-            "gauge",
-            vec![(String::new(), f64::from(u8::from(m.broker_connected)))],
-        );
-        if let Some(rss) = m.rss_bytes {
-            gauge("resident_memory_bytes", "Resident set size.", "gauge", vec![(String::new(), rss as f64)]);
-        }
-        if let Some(t) = m.cpu_temp_c {
-            gauge("cpu_temperature_celsius", "Hottest thermal zone.", "gauge", vec![(String::new(), t)]);
-        }
-        gauge("frames_in_total", "Frames captured.", "counter", per(&|s| Some(s.frames_in as f64)));
-        gauge("frames_done_total", "Frames through inference.", "counter", per(&|s| Some(s.frames_done as f64)));
-        gauge(
-            "frames_dropped_total",
-            "Frames a live source replaced before inference took them.",
-            "counter",
-            per(&|s| Some(s.dropped as f64)),
-        );
-        gauge("errors_total", "Frame and source errors.", "counter", per(&|s| Some(s.errors as f64)));
-        gauge("source_up", "1 while the source delivers.", "gauge", per(&|s| Some(f64::from(u8::from(s.source_up)))));
-        gauge(
-            "inference_ms_p50",
-            "Median inference time over the recent window.",
-            "gauge",
-            per(&|s| s.inference_ms_p50.map(f64::from)),
-        );
-        gauge(
-            "inference_ms_p95",
-            "95th percentile inference time over the recent window.",
-            "gauge",
-            per(&|s| s.inference_ms_p95.map(f64::from)),
-        );
-        let o = m.outbox;
-        gauge("outbox_messages", "Results waiting on disk.", "gauge", vec![(String::new(), o.messages as f64)]);
-        gauge("outbox_bytes", "Bytes waiting on disk.", "gauge", vec![(String::new(), o.bytes as f64)]);
-        gauge(
-            "outbox_dropped_total",
-            "Results dropped because the outbox was full.",
-            "counter",
-            vec![(String::new(), o.dropped as f64)],
-        );
-        out
     }
 }
 

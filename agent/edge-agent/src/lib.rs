@@ -23,6 +23,8 @@ pub mod publisher;
 pub mod sink;
 pub mod stats;
 pub mod update;
+pub mod view;
+pub mod web;
 
 pub mod commands;
 #[cfg(test)]

@@ -201,6 +201,7 @@ pub async fn run(
         outbox: Default::default(),
         updates: Default::default(),
         homeassistant: Default::default(),
+        web: Default::default(),
         pipelines: BTreeMap::from([("bench".to_string(), pipeline)]),
     };
     let timeout = Duration::from_secs(60);

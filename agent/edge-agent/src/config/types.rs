@@ -29,6 +29,8 @@ pub struct Config {
     #[serde(default)]
     pub homeassistant: HomeAssistantSettings,
     #[serde(default)]
+    pub web: crate::web::WebSettings,
+    #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineConfig>,
 }
 

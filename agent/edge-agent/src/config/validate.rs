@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{AgentSettings, Config, Issue, MqttSettings, PipelineConfig, StageConfig, Tiling};
 use edge_core::model::Catalog;
 
-const TOP_LEVEL: &[&str] = &["agent", "mqtt", "outbox", "updates", "homeassistant", "pipelines"];
+const TOP_LEVEL: &[&str] = &["agent", "mqtt", "outbox", "updates", "homeassistant", "web", "pipelines"];
 
 /// Deserializes and checks `raw`; either a valid config or every issue found.
 pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
@@ -24,11 +24,15 @@ pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
     let outbox: Option<super::OutboxSettings> = part(&mut top, "outbox", &mut issues);
     let updates: Option<super::UpdateSettings> = part(&mut top, "updates", &mut issues);
     let homeassistant: Option<super::HomeAssistantSettings> = part(&mut top, "homeassistant", &mut issues);
+    let web: Option<crate::web::WebSettings> = part(&mut top, "web", &mut issues);
+    let mut problems = Vec::new();
     if let Some(h) = &homeassistant {
-        let mut problems = Vec::new();
         h.check(&mut problems);
-        issues.extend(problems.into_iter().map(|(p, m)| issue(p, m)));
     }
+    if let Some(w) = &web {
+        w.check(&mut problems);
+    }
+    issues.extend(problems.into_iter().map(|(p, m)| issue(p, m)));
     if let Some(u) = &updates {
         super::vision_checks::check_updates(u, &mut issues);
     }
@@ -61,9 +65,9 @@ pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
     if let Some(m) = &mqtt {
         check_mqtt(m, &mut issues);
     }
-    match (agent, mqtt, outbox, updates, homeassistant, issues.is_empty()) {
-        (Some(agent), Some(mqtt), Some(outbox), Some(updates), Some(homeassistant), true) => {
-            Ok(Config { agent, mqtt, outbox, updates, homeassistant, pipelines })
+    match (agent, mqtt, outbox, updates, homeassistant, web, issues.is_empty()) {
+        (Some(agent), Some(mqtt), Some(outbox), Some(updates), Some(homeassistant), Some(web), true) => {
+            Ok(Config { agent, mqtt, outbox, updates, homeassistant, web, pipelines })
         }
         _ => Err(issues),
     }

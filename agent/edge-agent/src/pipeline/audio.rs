@@ -23,7 +23,7 @@ use crate::config::{Precision, StageConfig, VadStage};
 use crate::event::{Event, ModelInfo, SpeechEdge, SpeechEvent, Transcript};
 use crate::link::{LinkReceiver, LinkSender, Policy, link};
 use crate::sched::Class;
-use crate::sink::Sinks;
+use crate::sink::{Observation, Sinks};
 use crate::stats::PipelineStats;
 use edge_core::audio::AudioSourceSpec;
 use edge_core::model::Catalog;
@@ -165,6 +165,7 @@ impl Edges<'_> {
                     (SpeechEdge::End, at, id)
                 }
             };
+            self.vad.sinks.observe(&Observation::Speaking(edge == SpeechEdge::Start));
             if self.vad.settings.events {
                 let event = Event::Speech(SpeechEvent {
                     pipeline: self.vad.pipeline.clone(),
@@ -203,6 +204,7 @@ fn vad_loop(vad: Vad, mut model: SileroVad, blocks: &LinkReceiver<Block>, uttera
                 tracing::warn!(pipeline = %vad.pipeline, error = %e, "vad failed on a chunk");
                 0.0
             });
+            vad.sinks.observe(&Observation::VoiceLevel(p));
             if !edges.handle(seg.push(chunk, p), start) {
                 return;
             }

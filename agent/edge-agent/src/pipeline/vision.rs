@@ -18,7 +18,7 @@ use crate::event::{Event, FrameInfo, FrameResult};
 use crate::link::{LinkReceiver, LinkSender, Policy, link};
 use crate::objects::Tracking;
 use crate::sched::Class;
-use crate::sink::Sinks;
+use crate::sink::{Observation, Sinks};
 use crate::stats::PipelineStats;
 use edge_core::source::{Frame, SourceSpec};
 
@@ -152,6 +152,7 @@ fn frames_to_sinks(
             }
         };
         seq += 1;
+        sinks.observe(&Observation::Frame(&frame, &event));
         if !sinks.send(&event, stats) {
             return false;
         }

@@ -160,6 +160,7 @@ mod tests {
             results,
             base_dir: dir.to_path_buf(),
             camera: false,
+            view: None,
         }
     }
 

@@ -12,9 +12,11 @@ pub mod json;
 mod jsonl;
 mod mqtt;
 pub mod objects_json;
+mod page;
 mod stdout;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,7 @@ use tokio::sync::mpsc;
 use crate::event::Event;
 use crate::mqtt::{Outgoing, Topics};
 use crate::stats::PipelineStats;
+use edge_core::source::Frame;
 
 /// Where results go: `sinks = [{ type = "mqtt" }, { type = "jsonl", path = "..." }]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,11 +65,27 @@ pub struct SinkContext {
     /// Whether the pipeline being built reads a camera (whose per-frame results the MQTT
     /// sink leaves out unless `per_frame = true`: its tracked objects say what matters).
     pub camera: bool,
+    /// The status page's state, when `[web]` is on: every pipeline also gets a page sink.
+    pub view: Option<Arc<crate::view::Hub>>,
 }
 
 /// One sink of one pipeline. `send` is called from the pipeline's threads.
 pub trait Sink: Send + Sync {
     fn send(&self, event: &Event) -> Result<(), SinkError>;
+
+    /// What the pipeline sees besides its events; only sinks that show it live (the status
+    /// page) look. Called on the pipeline's threads: it must be cheap and never block.
+    fn observe(&self, _seen: &Observation<'_>) {}
+}
+
+/// What a pipeline sees besides its events.
+pub enum Observation<'a> {
+    /// A frame and the result made from it (before the result is sent).
+    Frame(&'a Frame, &'a Event),
+    /// The voice probability of the latest chunk of audio (32 ms).
+    VoiceLevel(f32),
+    /// Speech began (true) or ended (false), whether or not the pipeline sends speech events.
+    Speaking(bool),
 }
 
 impl SinkConfig {
@@ -96,8 +115,20 @@ pub struct Sinks {
 
 impl Sinks {
     pub fn build(pipeline: &str, configs: &[SinkConfig], ctx: &SinkContext) -> Result<Sinks, SinkError> {
-        let sinks = configs.iter().map(|c| c.build(ctx)).collect::<Result<_, _>>()?;
+        let mut sinks: Vec<Box<dyn Sink>> = configs.iter().map(|c| c.build(ctx)).collect::<Result<_, _>>()?;
+        if let Some(view) = &ctx.view
+            && let Some(page) = page::PageSink::new(view.clone(), pipeline, &ctx.device)
+        {
+            sinks.push(Box::new(page));
+        }
         Ok(Sinks { pipeline: pipeline.to_string(), sinks })
+    }
+
+    /// Shows `seen` to the sinks that look (the status page).
+    pub fn observe(&self, seen: &Observation<'_>) {
+        for sink in &self.sinks {
+            sink.observe(seen);
+        }
     }
 
     /// Hands `event` to every sink. A failed serialisation or write is counted in the

@@ -114,7 +114,7 @@ mod tests {
     fn context(camera: bool) -> (SinkContext, mpsc::Receiver<Outgoing>) {
         let (results, rx) = mpsc::channel(16);
         let topics = Topics::new("edge-agent", "d");
-        (SinkContext { device: "d".into(), topics, results, base_dir: ".".into(), camera }, rx)
+        (SinkContext { device: "d".into(), topics, results, base_dir: ".".into(), camera, view: None }, rx)
     }
 
     /// What a sink for a camera (or not) with `per_frame` publishes for a frame, a zone count

@@ -9,6 +9,7 @@ use edge_core::head::slot::HeadSlot;
 
 impl Manager {
     pub(super) fn send(&self, slot: &str, status: Status) {
+        self.show(&format!("{slot}/last_update"), &status);
         let Some(payload) = json(&status, slot) else { return };
         self.emit(Outgoing { topic: self.topics.update_status(slot), payload, retain: false });
     }
@@ -18,6 +19,15 @@ impl Manager {
     pub(super) fn emit(&self, msg: Outgoing) {
         if let Err(e) = self.out.blocking_send(msg) {
             tracing::debug!(topic = %e.0.topic, "results channel closed; update message not published");
+        }
+    }
+
+    /// Tells the status page, when there is one.
+    fn show(&self, key: &str, value: &impl serde::Serialize) {
+        if let Some(view) = &self.view
+            && let Ok(v) = serde_json::to_value(value)
+        {
+            view.update(key, v);
         }
     }
 
@@ -34,6 +44,7 @@ impl Manager {
             "backbone": slot.backbone,
             "previous": slot.previous_version(),
         });
+        self.show(&slot.name, &value);
         let Some(payload) = json(&value, &slot.name) else { return };
         self.emit(Outgoing { topic: self.topics.model_active(&slot.name), payload, retain: true });
     }
@@ -47,6 +58,7 @@ impl Manager {
             "version": m.active_version(),
             "previous": m.store.previous().or_else(|| m.store.current().map(|_| m.shipped.manifest.version.clone())),
         });
+        self.show(&format!("{}/{}", m.name, m.precision), &value);
         let Some(payload) = json(&value, &m.name) else { return };
         let topic = format!("{}/{}", self.topics.model_active(&m.name), m.precision);
         self.emit(Outgoing { topic, payload, retain: true });

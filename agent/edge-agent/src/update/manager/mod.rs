@@ -77,6 +77,8 @@ pub struct Manager {
     models: ModelTargets,
     transfers: BTreeMap<String, Transfer>,
     out: mpsc::Sender<Outgoing>,
+    /// The status page's state, told what is published about each slot and model.
+    view: Option<Arc<crate::view::Hub>>,
 }
 
 /// A rejection: the reason goes back to the sender.
@@ -92,7 +94,13 @@ impl Manager {
         out: mpsc::Sender<Outgoing>,
     ) -> Manager {
         let trusted = settings.trusted_keys.iter().filter_map(|k| sign::public_key(k).ok()).collect();
-        Manager { device: device.into(), topics, settings, trusted, slots, models, transfers: BTreeMap::new(), out }
+        Manager { device: device.into(), topics, settings, trusted, slots, models, transfers: BTreeMap::new(), out, view: None }
+    }
+
+    /// Also tell the status page what each slot and model serves and how updates went.
+    pub fn with_view(mut self, view: Option<Arc<crate::view::Hub>>) -> Manager {
+        self.view = view;
+        self
     }
 
     /// Runs until `requests` closes: requests, slot events, and idle-transfer checks.
