@@ -86,7 +86,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let models_dir = config.agent.models_dir.clone().unwrap_or_else(default_models_dir);
     let catalog = Catalog::open(&models_dir)?;
     let web = &config.web;
-    let credentials = crate::web::Credentials::load(web.auth, web.credentials_file.as_deref())
+    let credentials_file = web.credentials_file.as_deref().map(crate::mqtt::credential_path);
+    let credentials = crate::web::Credentials::load(web.auth, credentials_file.as_deref())
         .context("loading the status page's credentials (web.credentials_file)")?;
     let view = web.listen.map(|_| page_view(&config));
     let device = config.agent.device_id.clone();

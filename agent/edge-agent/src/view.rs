@@ -166,7 +166,13 @@ impl Hub {
 impl PipelineView {
     /// Keeps `image` and its result when a page wants frames and the last kept one is older
     /// than the hub's interval; tells open pages. Returns whether it was kept.
-    pub fn offer_frame(&self, hub: &Hub, seq: u64, image: &Arc<RgbImage>, result: impl FnOnce() -> Option<String>) -> bool {
+    pub fn offer_frame(
+        &self,
+        hub: &Hub,
+        seq: u64,
+        image: &Arc<RgbImage>,
+        result: impl FnOnce() -> Option<String>,
+    ) -> bool {
         if !hub.watched() {
             return false;
         }
@@ -225,7 +231,10 @@ impl PipelineView {
 
     /// The speech level and state, read for the live level bar.
     pub fn level(&self) -> Level {
-        Level { level: f32::from_bits(self.level.load(Ordering::Relaxed)), speaking: self.speaking.load(Ordering::Relaxed) }
+        Level {
+            level: f32::from_bits(self.level.load(Ordering::Relaxed)),
+            speaking: self.speaking.load(Ordering::Relaxed),
+        }
     }
 
     /// What the status endpoint says about this pipeline besides its counters.

@@ -78,7 +78,11 @@ fn endpoints_need_the_token_serve_real_data_and_bound_what_clients_can_do() {
     assert_eq!(get(port, "/nope", &with).status, 404);
     assert_eq!(get(port, "/api/pipelines/nope/latest.jpg", &with).status, 404);
     // read-only: nothing but GET (and HEAD) is routed
-    let post = send(port, format!("POST /api/status HTTP/1.1\r\nHost: x\r\n{a}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+    let post = send(
+        port,
+        format!("POST /api/status HTTP/1.1\r\nHost: x\r\n{a}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
     assert_eq!(post.unwrap().status, 405);
 
     // /metrics through a Prometheus text parser, with the pipeline's figures
@@ -88,9 +92,10 @@ fn endpoints_need_the_token_serve_real_data_and_bound_what_clients_can_do() {
         let text = r.text();
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
-        let sample = scrape.samples.iter().find(|s| {
-            s.metric == "edge_agent_frames_done_total" && s.labels.get("pipeline") == Some("faces")
-        })?;
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "edge_agent_frames_done_total" && s.labels.get("pipeline") == Some("faces"))?;
         let v = match sample.value {
             prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
             ref other => panic!("{other:?}"),
@@ -99,7 +104,12 @@ fn endpoints_need_the_token_serve_real_data_and_bound_what_clients_can_do() {
     });
     let (text, scrape) = done;
     assert!(text.contains("# TYPE edge_agent_frames_done counter"), "{text}");
-    for name in ["edge_agent_uptime_seconds", "edge_agent_broker_connected", "edge_agent_inference_ms_p50", "edge_agent_outbox_messages"] {
+    for name in [
+        "edge_agent_uptime_seconds",
+        "edge_agent_broker_connected",
+        "edge_agent_inference_ms_p50",
+        "edge_agent_outbox_messages",
+    ] {
         assert!(scrape.samples.iter().any(|s| s.metric == name), "{name} missing:\n{text}");
     }
 

@@ -74,7 +74,8 @@ fn the_page_shows_frames_detections_transcripts_and_health_and_keeps_updating() 
     assert_eq!(first["names"], serde_json::json!(["cats", "voice"]), "{first:#}");
     let text = first["text"].as_str().unwrap();
     assert!(text.contains("cat 0."), "no cat on the page:\n{text}");
-    let said = first["transcripts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_lowercase()).collect::<Vec<_>>();
+    let said =
+        first["transcripts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_lowercase()).collect::<Vec<_>>();
     assert!(said.iter().any(|t| t.contains("brown fox")), "transcripts: {said:?}");
     let fps: f64 = first["fps"].as_str().unwrap().parse().unwrap();
     assert!(fps > 0.0, "{first:#}");

@@ -88,7 +88,7 @@ pub fn connect(
 
 /// A relative secret path is looked up in systemd's `$CREDENTIALS_DIRECTORY` when set
 /// (`LoadCredential=mqtt-password:/etc/...` in the unit, `password_file = "mqtt-password"`).
-fn credential_path(p: &std::path::Path) -> std::path::PathBuf {
+pub fn credential_path(p: &std::path::Path) -> std::path::PathBuf {
     match std::env::var_os("CREDENTIALS_DIRECTORY") {
         Some(dir) if p.is_relative() => std::path::Path::new(&dir).join(p),
         _ => p.to_path_buf(),

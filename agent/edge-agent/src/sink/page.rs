@@ -31,7 +31,8 @@ impl PageSink {
     }
 
     fn json(&self, event: &Event) -> Result<String, SinkError> {
-        let bytes = json::to_vec(&self.device, event).map_err(|source| SinkError::Serialize { kind: kind(event), source })?;
+        let bytes =
+            json::to_vec(&self.device, event).map_err(|source| SinkError::Serialize { kind: kind(event), source })?;
         // serde_json writes UTF-8
         String::from_utf8(bytes).map_err(|e| SinkError::Io {
             sink: "page".into(),

@@ -44,7 +44,10 @@ impl Credentials {
             }
             _ => {
                 if secret.len() < 16 || secret.contains(char::is_whitespace) {
-                    return Err(AuthError::Invalid { path, why: "a bearer token needs 16 or more characters, no spaces" });
+                    return Err(AuthError::Invalid {
+                        path,
+                        why: "a bearer token needs 16 or more characters, no spaces",
+                    });
                 }
                 format!("Bearer {secret}")
             }

@@ -71,9 +71,7 @@ pub fn router(web: Web, credentials: Option<Credentials>) -> Router {
 /// `/metrics` alone (the older `agent.metrics_listen`).
 pub fn metrics_router(health: Arc<Health>) -> Router {
     let registry = Arc::new(crate::metrics::registry(health));
-    Router::new()
-        .route("/metrics", get(move || routes::metrics_of(registry.clone())))
-        .fallback(routes::not_found)
+    Router::new().route("/metrics", get(move || routes::metrics_of(registry.clone()))).fallback(routes::not_found)
 }
 
 /// Serves `app` on `listener` until `cancel`.

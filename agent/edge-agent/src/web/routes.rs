@@ -184,7 +184,8 @@ pub async fn latest_jpg(State(web): State<Web>, Path(name): Path<String>, Query(
             }
         }
     };
-    let mut response = ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], jpeg).into_response();
+    let mut response =
+        ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], jpeg).into_response();
     response.headers_mut().insert("x-frame-seq", HeaderValue::from(shot.seq));
     response
 }

@@ -14,7 +14,8 @@ pub struct WebSettings {
     /// `none`, `basic` (the credentials file holds `user:password`) or `bearer` (it holds the
     /// token).
     pub auth: WebAuth,
-    /// Where the credentials are (e.g. systemd's `LoadCredential=`: `$CREDENTIALS_DIRECTORY/web`).
+    /// Where the credentials are. A relative path is read from systemd's
+    /// `$CREDENTIALS_DIRECTORY` when set (`LoadCredential=web:/etc/edge-agent/web`, `"web"`).
     pub credentials_file: Option<PathBuf>,
     /// Frames per second, per pipeline, kept for open pages.
     pub frame_fps: f64,

@@ -100,7 +100,8 @@ impl Tab {
 
     /// The value of a JavaScript expression (awaited when it is a promise).
     pub fn eval(&mut self, expression: &str) -> Value {
-        let r = self.call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true, "awaitPromise": true}));
+        let r = self
+            .call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true, "awaitPromise": true}));
         assert!(r.get("exceptionDetails").is_none(), "{expression}: {}", r["exceptionDetails"]);
         r["result"]["value"].clone()
     }

@@ -49,7 +49,8 @@ pub fn send(port: u16, request: &[u8]) -> std::io::Result<Response> {
         }
         raw.extend_from_slice(&chunk[..n]);
         if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n")
-            && let Some(length) = parse(&raw[..end + 4]).and_then(|r| r.headers.get("content-length")?.parse::<usize>().ok())
+            && let Some(length) =
+                parse(&raw[..end + 4]).and_then(|r| r.headers.get("content-length")?.parse::<usize>().ok())
             && raw.len() >= end + 4 + length
         {
             break;

@@ -94,7 +94,17 @@ impl Manager {
         out: mpsc::Sender<Outgoing>,
     ) -> Manager {
         let trusted = settings.trusted_keys.iter().filter_map(|k| sign::public_key(k).ok()).collect();
-        Manager { device: device.into(), topics, settings, trusted, slots, models, transfers: BTreeMap::new(), out, view: None }
+        Manager {
+            device: device.into(),
+            topics,
+            settings,
+            trusted,
+            slots,
+            models,
+            transfers: BTreeMap::new(),
+            out,
+            view: None,
+        }
     }
 
     /// Also tell the status page what each slot and model serves and how updates went.
