@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::http::{get, send};
-use common::{fixture, wait_port};
+use common::{fixture, wait_port_within};
 
 const TOKEN: &str = "0123456789abcdef-test-token";
 
@@ -38,7 +38,7 @@ fn start(dir: &std::path::Path) -> (common::Broker, common::Running, u16) {
     let path = dir.join("agent.toml");
     std::fs::write(&path, cfg).unwrap();
     let agent = common::Running::agent(&path);
-    wait_port(web);
+    wait_port_within(web, Duration::from_secs(180));
     (broker, agent, web)
 }
 

@@ -130,12 +130,13 @@ pub struct FrameQuery {
     seq: Option<u64>,
 }
 
-fn no_frame(web: &Web, name: &str) -> Result<Arc<crate::view::PipelineView>, Response> {
+/// The pipeline whose frames are asked for; why not (404) when there is none or it has none.
+fn frames_of(web: &Web, name: &str) -> Result<Arc<crate::view::PipelineView>, (StatusCode, String)> {
     let Some(view) = web.hub.pipeline(name) else {
-        return Err((StatusCode::NOT_FOUND, format!("no pipeline named {name:?}\n")).into_response());
+        return Err((StatusCode::NOT_FOUND, format!("no pipeline named {name:?}\n")));
     };
     if view.audio {
-        return Err((StatusCode::NOT_FOUND, format!("{name} is a speech pipeline: it has no frames\n")).into_response());
+        return Err((StatusCode::NOT_FOUND, format!("{name} is a speech pipeline: it has no frames\n")));
     }
     Ok(view.clone())
 }
@@ -147,9 +148,9 @@ fn not_yet() -> Response {
 
 /// `/api/pipelines/<name>/latest`: the result of the frame `latest.jpg` shows.
 pub async fn latest(State(web): State<Web>, Path(name): Path<String>, Query(q): Query<FrameQuery>) -> Response {
-    let view = match no_frame(&web, &name) {
+    let view = match frames_of(&web, &name) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     web.hub.watch();
     let Some(shot) = view.frame(q.seq) else { return not_yet() };
@@ -159,9 +160,9 @@ pub async fn latest(State(web): State<Web>, Path(name): Path<String>, Query(q): 
 /// `/api/pipelines/<name>/latest.jpg[?seq=N]`: frame N if it is still kept, else the newest.
 /// Encoded on the runtime's blocking pool, never on a pipeline's threads, once per frame.
 pub async fn latest_jpg(State(web): State<Web>, Path(name): Path<String>, Query(q): Query<FrameQuery>) -> Response {
-    let view = match no_frame(&web, &name) {
+    let view = match frames_of(&web, &name) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     web.hub.watch();
     let Some(shot) = view.frame(q.seq) else { return not_yet() };

@@ -152,9 +152,15 @@ impl Drop for Mosquitto {
 }
 
 pub fn wait_port(port: u16) {
+    wait_port_within(port, Duration::from_secs(10));
+}
+
+/// Waits until something listens on `port` (an agent's web server opens once its models are
+/// loaded: seconds on a busy machine).
+pub fn wait_port_within(port: u16, limit: Duration) {
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "broker on {port} did not start");
+        assert!(started.elapsed() < limit, "nothing listens on {port} after {limit:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
