@@ -146,6 +146,7 @@ fn the_demo_runs_vision_and_speech_and_prints_every_message() {
     let (status, stdout, stderr) = common::run_with_timeout(cmd, Duration::from_secs(900));
     assert!(status.success(), "demo failed: {stderr}");
     assert!(stderr.contains("demo: done"), "{stderr}");
+    assert!(stderr.contains("demo: status page on http://127.0.0.1:"), "{stderr}");
     let lines: Vec<(&str, serde_json::Value)> = stdout
         .lines()
         .filter_map(|l| l.split_once(' '))
