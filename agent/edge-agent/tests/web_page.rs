@@ -1,7 +1,8 @@
 //! The status page as a person sees it: the agent runs a looping photo pipeline (NanoDet on
 //! the cat photo) and a looping WAV speech pipeline with `[web]` on; headless Chromium opens
 //! the page, waits for it to fill, and the DOM must show the pipelines, the cat, the spoken
-//! words and health figures; the page keeps updating, and says so when the agent goes away.
+//! words and health figures; the page keeps updating, counts the cat as a tracked object in a
+//! zone, and says so when the agent goes away.
 //! The screenshot is kept (its path is printed).
 #![allow(clippy::unwrap_used)]
 
@@ -40,6 +41,8 @@ fn the_page_shows_frames_detections_transcripts_and_health_and_keeps_updating() 
          [mqtt]\nport = {}\n[web]\nlisten = \"127.0.0.1:{web}\"\n\
          [pipelines.cats]\nsource = {{ type = \"images\", path = \"{}\", fps = 2, loop = true }}\n\
          stages = [{{ type = \"detect\", model = \"nanodet\" }}]\n\
+         objects = {{ enabled = true, track = [\"cat\"], threshold = 0.5, min_frames = 2 }}\n\
+         [pipelines.cats.zones.sofa]\npoints = [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]\n\
          [pipelines.voice]\nsource = {{ type = \"wav\", path = \"{}\", realtime = true, loop = true }}\n\
          stages = [{{ type = \"vad\", events = true }}, {{ type = \"transcribe\", model = \"whisper-tiny-en\" }}]\n",
         common::STATE_DIR,
@@ -66,12 +69,6 @@ fn the_page_shows_frames_detections_transcripts_and_health_and_keeps_updating() 
     let first = state(&mut tab);
     assert!(ok, "the page did not fill: {first:#}");
 
-    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-page.png");
-    tab.screenshot(&shot);
-    println!("screenshot: {}", shot.display());
-    let png = image::open(&shot).unwrap();
-    assert!(png.width() >= 1000 && png.height() >= 600, "{}x{}", png.width(), png.height());
-
     assert_eq!(first["names"], serde_json::json!(["cats", "voice"]), "{first:#}");
     let text = first["text"].as_str().unwrap();
     assert!(text.contains("cat 0."), "no cat on the page:\n{text}");
@@ -93,6 +90,18 @@ fn the_page_shows_frames_detections_transcripts_and_health_and_keeps_updating() 
     let seq = first["seq"].as_str().unwrap();
     let new_frame = format!("document.querySelector('.card[data-name=\"cats\"] canvas').dataset.frameSeq !== '{seq}'");
     assert!(tab.wait_for(&new_frame, Duration::from_secs(60)), "the frame never changed from {seq}");
+
+    // the cat becomes a tracked object in the zone: counted on the page, its event listed
+    let counted = "document.querySelector('.card[data-name=\"cats\"] .counts').textContent.includes('sofa/cat: 1')";
+    assert!(tab.wait_for(counted, Duration::from_secs(120)), "{:#}", state(&mut tab));
+    let listed = "[...document.querySelectorAll('#events li')].some(li => /new cat cats-/.test(li.textContent))";
+    assert!(tab.wait_for(listed, Duration::from_secs(10)), "{:#}", state(&mut tab));
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-page.png");
+    tab.screenshot(&shot);
+    println!("screenshot: {}", shot.display());
+    let png = image::open(&shot).unwrap();
+    assert!(png.width() >= 1000 && png.height() >= 600, "{}x{}", png.width(), png.height());
 
     // the agent goes away: the page says so
     agent.kill().unwrap();
