@@ -44,6 +44,8 @@ pub struct PipelineView {
     /// The pipeline's zones as configured (drawn over its frames).
     pub zones: serde_json::Value,
     frames: Mutex<VecDeque<Arc<Shot>>>,
+    /// Whether `frames` holds any (so that they are let go once nobody looks).
+    holding: AtomicBool,
     last_shot: Mutex<Option<Instant>>,
     /// f32 bits of the latest voice probability.
     level: AtomicU32,
@@ -83,6 +85,7 @@ impl Hub {
                     audio: p.audio,
                     zones: p.zones,
                     frames: Mutex::new(VecDeque::with_capacity(FRAMES)),
+                    holding: AtomicBool::new(false),
                     last_shot: Mutex::new(None),
                     level: AtomicU32::new(0),
                     speaking: AtomicBool::new(false),
@@ -174,6 +177,9 @@ impl PipelineView {
         result: impl FnOnce() -> Option<String>,
     ) -> bool {
         if !hub.watched() {
+            if self.holding.swap(false, Ordering::Relaxed) {
+                lock(&self.frames).clear();
+            }
             return false;
         }
         {
@@ -192,6 +198,7 @@ impl PipelineView {
             }
             frames.push_back(shot.clone());
         }
+        self.holding.store(true, Ordering::Relaxed);
         let name = serde_json::Value::from(self.name.as_str());
         hub.tell(format!(r#"{{"type":"frame","pipeline":{name},"seq":{seq},"result":{}}}"#, shot.result).into());
         true
@@ -305,6 +312,9 @@ mod tests {
         assert_eq!(view.frame(None).unwrap().seq, 5);
         assert_eq!(view.frame(Some(3)).unwrap().seq, 3);
         assert_eq!(view.frame(Some(1)).unwrap().seq, 5, "gone: the newest instead");
+        drop(_page);
+        assert!(!view.offer_frame(&hub, 6, &image, || Some("{}".into())));
+        assert!(view.frame(None).is_none(), "nobody looks any more: the frames are let go");
     }
 
     #[test]
