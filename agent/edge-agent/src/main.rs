@@ -116,7 +116,7 @@ enum Command {
     /// venv exists (scripts/make-bench-venv.sh), and the agent end to end; prints a table.
     #[cfg(feature = "bench")]
     Bench(edge_agent::bench::cli::Args),
-    /// List the audio capture devices (names for a microphone source's `device`).
+    /// List audio capture devices, V4L2 cameras with their modes, and the decoders found.
     Devices,
     /// List or verify the installed models.
     Models {
@@ -356,8 +356,27 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         #[cfg(feature = "bench")]
         Command::Bench(args) => edge_agent::bench::cli::run(&catalog()?, args)?,
         Command::Devices => {
+            println!("audio capture devices (a microphone source's `device`):");
             for name in edge_core::audio::microphone::devices() {
-                println!("{name}");
+                println!("  {name}");
+            }
+            println!("video devices (a camera source's `index`):");
+            let videos = edge_core::source::video_devices();
+            if videos.is_empty() {
+                println!("  none (/sys/class/video4linux is empty)");
+            }
+            for v in videos {
+                println!("  {} /dev/video{} {}", v.index, v.index, v.name);
+                for m in &v.modes {
+                    println!("      {m}");
+                }
+                if v.modes.is_empty() && !cfg!(feature = "camera") {
+                    println!("      (modes: build with --features camera)");
+                }
+            }
+            for tool in ["ffmpeg", "gst-launch-1.0", "rpicam-vid", "libcamera-vid"] {
+                let found = edge_core::source::command::find_program(tool);
+                println!("{tool}: {}", found.map_or("not found".to_string(), |p| p.display().to_string()));
             }
         }
         Command::Models { command: ModelsCommand::List } => {

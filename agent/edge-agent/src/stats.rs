@@ -29,6 +29,9 @@ pub struct PipelineStats {
     /// Frames through the object tracker, and the nanoseconds it took over them.
     tracked_frames: AtomicU64,
     tracking_ns: AtomicU64,
+    /// Frames decoded on the source's thread, and the nanoseconds it took.
+    decoded_frames: AtomicU64,
+    decode_ns: AtomicU64,
     started: Instant,
 }
 
@@ -50,6 +53,10 @@ pub struct StatsSnapshot {
     /// included), microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracking_us: Option<f64>,
+    /// Frame sources that decode (JPEG files, MJPEG cameras and streams): mean decoding time
+    /// per frame on the source's thread, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_ms: Option<f64>,
 }
 
 impl PipelineStats {
@@ -65,6 +72,8 @@ impl PipelineStats {
             latencies_ms: Mutex::new(VecDeque::with_capacity(WINDOW)),
             tracked_frames: AtomicU64::new(0),
             tracking_ns: AtomicU64::new(0),
+            decoded_frames: AtomicU64::new(0),
+            decode_ns: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
@@ -78,6 +87,14 @@ impl PipelineStats {
     pub fn record_tracking(&self, took: std::time::Duration) {
         self.tracked_frames.fetch_add(1, Ordering::Relaxed);
         self.tracking_ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// One frame's decoding time on the source's thread (nothing for frames that needed none).
+    pub fn record_decode(&self, took: std::time::Duration) {
+        if !took.is_zero() {
+            self.decoded_frames.fetch_add(1, Ordering::Relaxed);
+            self.decode_ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        }
     }
 
     /// A model run's time, without a frame finishing (audio: one utterance of many blocks).
@@ -111,6 +128,10 @@ impl PipelineStats {
             tracking_us: match self.tracked_frames.load(Ordering::Relaxed) {
                 0 => None,
                 n => Some((self.tracking_ns.load(Ordering::Relaxed) as f64 / n as f64 / 10.0).round() / 100.0),
+            },
+            decode_ms: match self.decoded_frames.load(Ordering::Relaxed) {
+                0 => None,
+                n => Some((self.decode_ns.load(Ordering::Relaxed) as f64 / n as f64 / 1e4).round() / 100.0),
             },
         }
     }

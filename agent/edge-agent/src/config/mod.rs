@@ -7,6 +7,7 @@
 
 mod audio_checks;
 mod object_checks;
+pub mod stream_sources;
 mod types;
 pub mod validate;
 mod vision_checks;

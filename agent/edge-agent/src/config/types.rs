@@ -167,7 +167,7 @@ impl PipelineConfig {
     /// Whether this pipeline tracks objects: a frame pipeline with a detect stage whose
     /// `objects.enabled` is on (by default for cameras).
     pub fn tracks_objects(&self) -> bool {
-        self.detect_stage().is_some() && self.objects.enabled_for(matches!(self.source, SourceConfig::Camera { .. }))
+        self.detect_stage().is_some() && self.objects.enabled_for(self.source.is_camera())
     }
 }
 
@@ -206,6 +206,12 @@ pub enum SourceConfig {
         #[serde(default = "default_cam_fps")]
         fps: u32,
     },
+    /// An IP camera over RTSP, decoded by an ffmpeg (or GStreamer) child.
+    Rtsp(super::stream_sources::RtspSource),
+    /// A Raspberry Pi CSI camera through libcamera's `rpicam-vid`.
+    Libcamera(super::stream_sources::LibcameraSource),
+    /// Any program writing raw video or MJPEG to its stdout.
+    Command(super::stream_sources::CommandSource),
     /// A microphone (cpal): any rate and channel count, converted to 16 kHz mono.
     Microphone {
         /// Device name as `edge-agent devices` lists it; the default input when unset.
@@ -234,8 +240,23 @@ impl SourceConfig {
     pub fn frame_size(&self) -> Option<(u32, u32)> {
         match self {
             SourceConfig::Camera { width, height, .. } => Some((*width, *height)),
+            SourceConfig::Rtsp(r) => Some((r.width, r.height)),
+            SourceConfig::Libcamera(l) => Some((l.width, l.height)),
+            SourceConfig::Command(c) => match c.format {
+                edge_core::source::stream::StreamFormat::Rawvideo { width, height, .. } => Some((width, height)),
+                edge_core::source::stream::StreamFormat::Mjpeg => None,
+            },
             _ => None,
         }
+    }
+
+    /// Whether the source is a live camera (V4L2, RTSP, CSI, or a program's stream): its
+    /// detections are tracked as objects by default, and per-frame results are not published.
+    pub fn is_camera(&self) -> bool {
+        matches!(
+            self,
+            SourceConfig::Camera { .. } | SourceConfig::Rtsp(_) | SourceConfig::Libcamera(_) | SourceConfig::Command(_)
+        )
     }
 
     /// Whether the source delivers audio (and needs audio stages).

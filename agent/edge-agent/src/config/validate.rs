@@ -206,6 +206,17 @@ fn check_pipeline(path: &str, name: &str, p: &PipelineConfig, catalog: &Catalog,
                 issues.push(issue(format!("{path}.source"), "fps, width and height must be positive"));
             }
         }
+        SourceConfig::Rtsp(_) | SourceConfig::Libcamera(_) | SourceConfig::Command(_) => {
+            let mut problems = Vec::new();
+            let at = format!("{path}.source");
+            match &p.source {
+                SourceConfig::Rtsp(r) => r.check(&at, &mut problems),
+                SourceConfig::Libcamera(l) => l.check(&at, &mut problems),
+                SourceConfig::Command(c) => c.check(&at, &mut problems),
+                _ => {}
+            }
+            issues.extend(problems.into_iter().map(|(p, m)| issue(p, m)));
+        }
         SourceConfig::Microphone { buffer_secs, sample_rate, channels, .. } => {
             if !(*buffer_secs > 0.0 && *buffer_secs <= 60.0) {
                 issues.push(issue(format!("{path}.source.buffer_secs"), "must be in (0, 60]"));

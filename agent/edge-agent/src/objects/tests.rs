@@ -13,6 +13,7 @@ fn frame(i: u64) -> Frame {
         source: "test".into(),
         captured: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_millis(100 * i),
         image: Arc::new(image::RgbImage::from_pixel(320, 240, image::Rgb([90, 120, 60]))),
+        decode: Duration::ZERO,
     }
 }
 

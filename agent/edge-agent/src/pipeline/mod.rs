@@ -102,7 +102,7 @@ pub fn build_all(config: &Config, catalog: &Catalog) -> Result<Built, Vec<Pipeli
                 kind,
                 sinks: p.sinks.clone(),
                 threads: p.threads,
-                camera: matches!(p.source, crate::config::SourceConfig::Camera { .. }),
+                camera: p.source.is_camera(),
             }),
             Err(e) => errors.push(e),
         }

@@ -37,6 +37,12 @@ pub fn build(config: &SourceConfig) -> Result<Source, BuildError> {
         &SourceConfig::Camera { index, width, height, fps } => {
             Source::Frames(SourceSpec::camera(index, width, height, fps)?)
         }
+        SourceConfig::Rtsp(r) => {
+            let spec = r.spec().map_err(|e| SourceError::Command(format!("rtsp {}: {e}", r.url)))?;
+            Source::Frames(SourceSpec::command(spec)?)
+        }
+        SourceConfig::Libcamera(l) => Source::Frames(SourceSpec::command(l.spec())?),
+        SourceConfig::Command(c) => Source::Frames(SourceSpec::command(c.spec())?),
         SourceConfig::Wav { path, realtime, r#loop } => Source::Audio(AudioSourceSpec::wav(path, *realtime, *r#loop)?),
         SourceConfig::Microphone { device, buffer_secs, sample_rate, channels } => {
             Source::Audio(AudioSourceSpec::microphone(device.clone(), *buffer_secs, *sample_rate, *channels))
@@ -48,9 +54,10 @@ pub fn build(config: &SourceConfig) -> Result<Source, BuildError> {
 const MAX_REOPEN_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The source thread's loop, for frames and audio alike: opens the source, forwards what it
-/// yields until it ends, `forward` reports the pipeline gone, or `cancel` fires. A failing live
-/// source is reopened with exponential backoff and reported down in the stats meanwhile; a
-/// failing batch source ends the pipeline with its error.
+/// yields until it ends, `forward` reports the pipeline gone, or `cancel` fires. A source is up
+/// from its first frame (or block) on. A failing live source is reopened with exponential
+/// backoff and reported down in the stats meanwhile; a failing batch source ends the pipeline
+/// with its error.
 pub fn supervise<S, T, E: std::fmt::Display>(
     pipeline: &str,
     live: bool,
@@ -76,10 +83,7 @@ pub fn supervise<S, T, E: std::fmt::Display>(
         let current = match &mut source {
             Some(s) => s,
             None => match open() {
-                Ok(s) => {
-                    stats.source_up.store(true, Ordering::Relaxed);
-                    source.insert(s)
-                }
+                Ok(s) => source.insert(s),
                 Err(e) => {
                     failed(e, "source unavailable", backoff)?;
                     edge_core::source::sleep_until(Instant::now() + backoff, cancel);
@@ -90,7 +94,9 @@ pub fn supervise<S, T, E: std::fmt::Display>(
         };
         match next(current, cancel) {
             Ok(Some(item)) => {
+                // up once it delivers: a program that starts but never connects is not up
                 backoff = Duration::from_millis(500);
+                stats.source_up.store(true, Ordering::Relaxed);
                 stats.frames_in.fetch_add(1, Ordering::Relaxed);
                 if !forward(item) {
                     return Ok(());
@@ -123,6 +129,7 @@ pub fn frames_loop(
         || spec.open(),
         |s, cancel| s.next_frame(cancel),
         |mut frame| {
+            stats.record_decode(frame.decode);
             frame.id = next_id;
             next_id += 1;
             tx.send(frame).is_ok()

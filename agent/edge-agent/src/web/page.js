@@ -108,7 +108,7 @@ function onStatus(m) {
       stat("source", "source", s.source_up ? "<span class=ok>up</span>" : "<span class=bad>down</span>"),
       stat("fps", "fps", fmt(s.fps, "", 2)), stat("p50", "p50", fmt(s.inference_ms_p50, " ms")), stat("p95", "p95", fmt(s.inference_ms_p95, " ms")),
       stat("frames", v.audio ? "blocks" : "frames", s.frames_done), stat("dropped", "dropped", s.dropped), stat("errors", "errors", s.errors),
-    ].join("");
+    ].concat(s.decode_ms === undefined ? [] : [stat("decode", "decode", fmt(s.decode_ms, " ms"))]).join("");
     const r = v.last_result;
     if (r && r.schema) $(".result", state.el).textContent = summary(r.detections ? "detections" : r.labels ? "classification" : "transcript", r);
     const counts = Object.entries(v.counts).map(([k, n]) => `${k}: ${n}`).join(" · ");

@@ -21,6 +21,54 @@ pub fn probe(index: u32) -> Result<(), SourceError> {
     Ok(())
 }
 
+/// A V4L2 video device, as `edge-agent devices` lists it.
+#[derive(Debug, Clone)]
+pub struct VideoDevice {
+    pub index: u32,
+    pub name: String,
+    /// `WIDTHxHEIGHT@FPS FORMAT` per mode (a build with `--features camera` only; empty when the
+    /// device gave none, as metadata nodes do).
+    pub modes: Vec<String>,
+}
+
+/// The V4L2 devices of this machine (`/sys/class/video4linux`), with their capture modes when
+/// the build has camera support.
+pub fn video_devices() -> Vec<VideoDevice> {
+    let Ok(entries) = std::fs::read_dir("/sys/class/video4linux") else { return Vec::new() };
+    let mut devices: Vec<VideoDevice> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let index = e.file_name().to_str()?.strip_prefix("video")?.parse().ok()?;
+            let name = std::fs::read_to_string(e.path().join("name")).unwrap_or_default().trim().to_string();
+            Some(VideoDevice { index, name, modes: modes(index) })
+        })
+        .collect();
+    devices.sort_by_key(|d| d.index);
+    devices
+}
+
+#[cfg(not(feature = "camera"))]
+fn modes(_index: u32) -> Vec<String> {
+    Vec::new()
+}
+
+#[cfg(feature = "camera")]
+fn modes(index: u32) -> Vec<String> {
+    use nokhwa::pixel_format::RgbFormat;
+    use nokhwa::utils::{CameraIndex, RequestedFormat, RequestedFormatType};
+    let wanted = RequestedFormat::new::<RgbFormat>(RequestedFormatType::None);
+    let Ok(mut camera) = nokhwa::Camera::new(CameraIndex::Index(index), wanted) else { return Vec::new() };
+    let mut modes: Vec<String> = camera
+        .compatible_camera_formats()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| format!("{}x{}@{} {}", f.width(), f.height(), f.frame_rate(), f.format()))
+        .collect();
+    modes.sort();
+    modes.dedup();
+    modes
+}
+
 #[cfg(not(feature = "camera"))]
 pub struct CameraSource(std::convert::Infallible);
 
@@ -121,13 +169,10 @@ mod imp {
                 return Ok(None);
             }
             let buffer = self.camera.frame().map_err(|e| SourceError::Camera(e.to_string()))?;
+            let captured = SystemTime::now();
+            let started = std::time::Instant::now();
             let image = to_rgb(&buffer)?;
-            let frame = Frame {
-                id: self.next_id,
-                source: self.name.clone(),
-                captured: SystemTime::now(),
-                image: Arc::new(image),
-            };
+            let frame = Frame { id: self.next_id, source: self.name.clone(), captured, image: Arc::new(image), decode: started.elapsed() };
             self.next_id += 1;
             Ok(Some(frame))
         }

@@ -93,8 +93,10 @@ impl FrameSource for ImagesSource {
             {
                 return Ok(None);
             }
+            let started = Instant::now();
             match decode_image_file(path) {
                 Ok(image) => {
+                    let decode = started.elapsed();
                     self.decoded_this_pass += 1;
                     if let Some(p) = self.period {
                         // keep a steady cadence; after falling behind by more than a period,
@@ -108,6 +110,7 @@ impl FrameSource for ImagesSource {
                         source: path.display().to_string(),
                         captured: SystemTime::now(),
                         image: Arc::new(image),
+                        decode,
                     };
                     self.next_id += 1;
                     return Ok(Some(frame));

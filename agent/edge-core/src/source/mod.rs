@@ -3,7 +3,10 @@
 //! code around capture is tested on files.
 
 mod camera;
+pub mod command;
+pub mod programs;
 mod images;
+pub mod stream;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::time::SystemTime;
 use image::RgbImage;
 use tokio_util::sync::CancellationToken;
 
-pub use camera::CameraSource;
+pub use camera::{CameraSource, VideoDevice, video_devices};
 #[cfg(feature = "camera")]
 pub use camera::{CameraFrameFormat, decode_camera_frame};
 pub use images::ImagesSource;
@@ -27,6 +30,9 @@ pub enum SourceError {
     NothingDecodable(String),
     #[error("camera: {0}")]
     Camera(String),
+    /// A program feeding frames (ffmpeg, GStreamer, rpicam-vid) failed, stalled or wrote nonsense.
+    #[error("{0}")]
+    Command(String),
 }
 
 /// One captured frame.
@@ -38,6 +44,9 @@ pub struct Frame {
     pub source: String,
     pub captured: SystemTime,
     pub image: Arc<RgbImage>,
+    /// Time spent decoding it on the source's thread (JPEG, PNG, MJPEG; zero for raw frames
+    /// and frames decoded elsewhere).
+    pub decode: std::time::Duration,
 }
 
 /// A blocking producer of frames. It need not be `Send`: device handles (nokhwa's camera)
@@ -84,6 +93,14 @@ impl SourceSpec {
             live: true,
             open: Box::new(move || Ok(Box::new(CameraSource::open(index, width, height, fps)?))),
         })
+    }
+}
+
+impl SourceSpec {
+    /// A program writing frames to its stdout, checked now (the program is on `PATH`).
+    pub fn command(spec: command::CommandSpec) -> Result<SourceSpec, SourceError> {
+        spec.probe()?;
+        Ok(SourceSpec { live: true, open: Box::new(move || Ok(Box::new(command::CommandSource::open(&spec)?))) })
     }
 }
 
