@@ -104,7 +104,13 @@ fn main() {
         let image = Arc::new(
             edge_core::source::decode_image_file(&root.join("tests/fixtures/images").join(photo)).expect("photo"),
         );
-        let frame = Frame { id: 0, source: photo.into(), captured: SystemTime::now(), image: image.clone(), decode: Duration::ZERO };
+        let frame = Frame {
+            id: 0,
+            source: photo.into(),
+            captured: SystemTime::now(),
+            image: image.clone(),
+            decode: Duration::ZERO,
+        };
         let out = detector.detect(&image).expect("detect");
         let inference: Vec<f64> =
             (0..3).map(|_| detector.detect(&image).expect("detect").inference.as_secs_f64() * 1e3).collect();

@@ -61,7 +61,8 @@ fn run(spec: &CommandSpec) -> Row {
 }
 
 fn ffmpeg(clip: &Path, out: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = ["-hide_banner", "-loglevel", "error", "-nostdin", "-threads", "1", "-i"].map(String::from).to_vec();
+    let mut a: Vec<String> =
+        ["-hide_banner", "-loglevel", "error", "-nostdin", "-threads", "1", "-i"].map(String::from).to_vec();
     a.push(clip.display().to_string());
     a.extend(["-threads", "1"].map(String::from));
     a.extend(out.iter().map(|s| s.to_string()));
@@ -89,23 +90,55 @@ fn main() {
     let raw = |w, h| StreamFormat::Rawvideo { width: w, height: h, pix_fmt: PixelFormat::Rgb24 };
     let scaled = "scale=416:416:force_original_aspect_ratio=decrease,pad=416:416:(ow-iw)/2:(oh-ih)/2";
     let mut paths: Vec<(&str, String, Vec<String>, StreamFormat)> = vec![
-        ("ffmpeg → raw RGB 1920×1080", "ffmpeg".into(), ffmpeg(&clip, &["-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"]), raw(1920, 1080)),
+        (
+            "ffmpeg → raw RGB 1920×1080",
+            "ffmpeg".into(),
+            ffmpeg(&clip, &["-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"]),
+            raw(1920, 1080),
+        ),
         (
             "ffmpeg → raw RGB 416×416 (scaled in the child, as `rtsp` does)",
             "ffmpeg".into(),
             ffmpeg(&clip, &["-vf", scaled, "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"]),
             raw(416, 416),
         ),
-        ("ffmpeg → MJPEG 1080p → the agent decodes", "ffmpeg".into(), ffmpeg(&clip, &["-q:v", "3", "-f", "mjpeg", "pipe:1"]), StreamFormat::Mjpeg),
+        (
+            "ffmpeg → MJPEG 1080p → the agent decodes",
+            "ffmpeg".into(),
+            ffmpeg(&clip, &["-q:v", "3", "-f", "mjpeg", "pipe:1"]),
+            StreamFormat::Mjpeg,
+        ),
     ];
     if find_program("gst-launch-1.0").is_some() {
         let location = format!("location={}", clip.display());
         let gst = |caps: &str| -> Vec<String> {
-            ["-q", "filesrc", &location, "!", "qtdemux", "!", "decodebin", "!", "videoconvert", "!", "videoscale", "!", caps, "!", "fdsink", "fd=1"]
-                .map(String::from)
-                .to_vec()
+            [
+                "-q",
+                "filesrc",
+                &location,
+                "!",
+                "qtdemux",
+                "!",
+                "decodebin",
+                "!",
+                "videoconvert",
+                "!",
+                "videoscale",
+                "!",
+                caps,
+                "!",
+                "fdsink",
+                "fd=1",
+            ]
+            .map(String::from)
+            .to_vec()
         };
-        paths.push(("GStreamer decodebin → raw RGB 1920×1080", "gst-launch-1.0".into(), gst("video/x-raw,format=RGB"), raw(1920, 1080)));
+        paths.push((
+            "GStreamer decodebin → raw RGB 1920×1080",
+            "gst-launch-1.0".into(),
+            gst("video/x-raw,format=RGB"),
+            raw(1920, 1080),
+        ));
         paths.push((
             "GStreamer decodebin → raw RGB 416×234",
             "gst-launch-1.0".into(),
@@ -120,7 +153,9 @@ fn main() {
     let detector = Detector::new(shared, DetectStage::defaults("nanodet", Precision::Int8).settings());
 
     println!("## 1080p H.264 (60 frames, 10 fps pan) → NanoDet int8, one decoder thread\n");
-    println!("| path | frames | wall ms/frame | child CPU ms/frame | agent decode ms/frame | NanoDet prep+infer ms | of which inference |");
+    println!(
+        "| path | frames | wall ms/frame | child CPU ms/frame | agent decode ms/frame | NanoDet prep+infer ms | of which inference |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for (name, program, args, format) in paths {
         let spec = CommandSpec { program, args, format, stall: Duration::from_secs(30), label: name.into() };

@@ -30,7 +30,10 @@ fn clip(dir: &Path) -> std::path::PathBuf {
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y", "-loop", "1", "-framerate", "5", "-t", "2", "-i"])
         .arg(fixture("grace_hopper.jpg"))
-        .args(["-vf", "scale=640:360:force_original_aspect_ratio=decrease,pad=640:360:(ow-iw)/2:(oh-ih)/2,format=yuv420p"])
+        .args([
+            "-vf",
+            "scale=640:360:force_original_aspect_ratio=decrease,pad=640:360:(ow-iw)/2:(oh-ih)/2,format=yuv420p",
+        ])
         .args(["-c:v", "libx264", "-preset", "ultrafast"])
         .arg(&out)
         .status()
@@ -59,7 +62,12 @@ fn header(device: &str, port: u16) -> String {
 }
 
 /// Waits for a message on `topic` that `pred` accepts.
-fn wait_for(rx: &Receiver<Message>, secs: u64, topic: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+fn wait_for(
+    rx: &Receiver<Message>,
+    secs: u64,
+    topic: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let seen = collect_until(rx, Duration::from_secs(secs), |m| m.topic == topic && pred(&m.json()));
     let last = seen.last().filter(|m| m.topic == topic).map(|m| m.json());
     match last {
@@ -69,7 +77,9 @@ fn wait_for(rx: &Receiver<Message>, secs: u64, topic: &str, pred: impl Fn(&serde
 }
 
 fn has_face(v: &serde_json::Value) -> bool {
-    v["detections"].as_array().is_some_and(|d| d.iter().any(|d| d["label"] == "face" && d["score"].as_f64() > Some(0.8)))
+    v["detections"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|d| d["label"] == "face" && d["score"].as_f64() > Some(0.8)))
 }
 
 #[test]
@@ -81,22 +91,34 @@ fn ffmpeg_commands_feed_frames_and_bad_children_are_restarted_not_fatal() {
     let work = tempfile::tempdir().unwrap();
     let clip = clip(work.path());
     let clip = clip.to_str().unwrap();
-    let ffmpeg = |out: &[&str]| {
-        let mut a = vec!["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", clip];
+    fn ffmpeg<'a>(clip: &'a str, out: &[&'a str]) -> Vec<&'a str> {
+        let mut a =
+            vec!["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", clip];
         a.extend_from_slice(out);
         a
-    };
-    let raw = ffmpeg(&["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]);
-    let mjpeg = ffmpeg(&["-f", "mjpeg", "-q:v", "3", "pipe:1"]);
-    let crashy = format!("ffmpeg -hide_banner -loglevel error -nostdin -i {clip} -frames:v 2 -f rawvideo -pix_fmt rgb24 pipe:1; exit 1");
+    }
+    let raw = ffmpeg(clip, &["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]);
+    let mjpeg = ffmpeg(clip, &["-f", "mjpeg", "-q:v", "3", "pipe:1"]);
+    let crashy = format!(
+        "ffmpeg -hide_banner -loglevel error -nostdin -i {clip} -frames:v 2 -f rawvideo -pix_fmt rgb24 pipe:1; exit 1"
+    );
     let broker = common::rumqttd();
     let mut cfg = header("cmd", broker.port);
     let rawfmt = "{ type = \"rawvideo\", width = 640, height = 360 }";
     cfg += &pipeline("raw", &format!("{{ type = \"command\", command = {}, format = {rawfmt} }}", toml_list(&raw)));
-    cfg += &pipeline("mjpeg", &format!("{{ type = \"command\", command = {}, format = {{ type = \"mjpeg\" }} }}", toml_list(&mjpeg)));
-    cfg += &pipeline("crashy", &format!("{{ type = \"command\", command = {}, format = {rawfmt} }}", toml_list(&["sh", "-c", &crashy])));
+    cfg += &pipeline(
+        "mjpeg",
+        &format!("{{ type = \"command\", command = {}, format = {{ type = \"mjpeg\" }} }}", toml_list(&mjpeg)),
+    );
+    cfg += &pipeline(
+        "crashy",
+        &format!("{{ type = \"command\", command = {}, format = {rawfmt} }}", toml_list(&["sh", "-c", &crashy])),
+    );
     let garbage = ["sh", "-c", "head -c 200000 /dev/urandom; sleep 1"];
-    cfg += &pipeline("garbage", &format!("{{ type = \"command\", command = {}, format = {{ type = \"mjpeg\" }} }}", toml_list(&garbage)));
+    cfg += &pipeline(
+        "garbage",
+        &format!("{{ type = \"command\", command = {}, format = {{ type = \"mjpeg\" }} }}", toml_list(&garbage)),
+    );
     let short = ["sh", "-c", "head -c 1000 /dev/zero; sleep 1"];
     cfg += &pipeline("short", &format!("{{ type = \"command\", command = {}, format = {rawfmt} }}", toml_list(&short)));
     let (_dir, path) = common::write_config(&cfg);
@@ -171,7 +193,9 @@ fn source(rx: &Receiver<Message>, pipeline: &str, up: bool) -> serde_json::Value
 #[test]
 fn rtsp_cameras_are_found_lost_and_found_again() {
     if !(installed("ffmpeg") && rtsp_server_available()) {
-        eprintln!("ffmpeg or GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0, x264enc) missing; skipped");
+        eprintln!(
+            "ffmpeg or GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0, x264enc) missing; skipped"
+        );
         return;
     }
     let gstreamer = installed("gst-launch-1.0");
@@ -187,7 +211,10 @@ fn rtsp_cameras_are_found_lost_and_found_again() {
     let common_keys = "fps = 2, width = 640, height = 360, stall_secs = 3";
     cfg += &pipeline("door", &format!("{{ type = \"rtsp\", url = \"{url}\", {common_keys} }}"));
     if gstreamer {
-        cfg += &pipeline("gate", &format!("{{ type = \"rtsp\", url = \"{url}\", backend = \"gstreamer\", {common_keys} }}"));
+        cfg += &pipeline(
+            "gate",
+            &format!("{{ type = \"rtsp\", url = \"{url}\", backend = \"gstreamer\", {common_keys} }}"),
+        );
     }
     let (_dir, path) = common::write_config(&cfg);
     let rx = subscribe(broker.port, "watch-rtsp", "edge-agent/rtsp/#");
@@ -213,7 +240,8 @@ fn rtsp_cameras_are_found_lost_and_found_again() {
     println!("results resumed {:?} after the server came back", back.elapsed());
 
     // the stream freezes (the server stops, its connection stays open): a stall after 3 s
-    let errors_before = wait_for(&rx, 10, "edge-agent/rtsp/stats", |_| true)["pipelines"]["door"]["errors"].as_u64().unwrap();
+    let errors_before =
+        wait_for(&rx, 10, "edge-agent/rtsp/stats", |_| true)["pipelines"]["door"]["errors"].as_u64().unwrap();
     server.signal("-STOP");
     let frozen = Instant::now();
     let stalled = source(&rx, "door", false);

@@ -111,7 +111,9 @@ impl RtspSource {
         check_size(path, self.width, self.height, problems);
         check_stall(path, self.stall_secs, problems);
         for (key, v) in [("hwaccel", &self.hwaccel), ("decoder", &self.decoder)] {
-            if v.as_ref().is_some_and(|v| v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
+            if v.as_ref()
+                .is_some_and(|v| v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            {
                 problems.push((format!("{path}.{key}"), "a decoder name: letters, digits, '_' and '-'".into()));
             }
         }
@@ -191,10 +193,9 @@ mod tests {
 
     #[test]
     fn every_bad_key_is_named() {
-        let r: RtspSource = toml::from_str(
-            "url = 'http://x'\nfps = 0\nwidth = 0\nstall_secs = -1\ndecoder = 'a b'\nhwaccel = 'cuda'",
-        )
-        .unwrap();
+        let r: RtspSource =
+            toml::from_str("url = 'http://x'\nfps = 0\nwidth = 0\nstall_secs = -1\ndecoder = 'a b'\nhwaccel = 'cuda'")
+                .unwrap();
         let mut p = Vec::new();
         r.check("pipelines.cam.source", &mut p);
         let paths: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
@@ -208,7 +209,8 @@ mod tests {
                 "pipelines.cam.source.decoder"
             ]
         );
-        let c: CommandSource = toml::from_str("command = []\nformat = { type = 'rawvideo', width = 0, height = 2 }").unwrap();
+        let c: CommandSource =
+            toml::from_str("command = []\nformat = { type = 'rawvideo', width = 0, height = 2 }").unwrap();
         let mut p = Vec::new();
         c.check("s", &mut p);
         assert_eq!(p.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["s.command", "s.format"]);

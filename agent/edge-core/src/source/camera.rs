@@ -172,7 +172,13 @@ mod imp {
             let captured = SystemTime::now();
             let started = std::time::Instant::now();
             let image = to_rgb(&buffer)?;
-            let frame = Frame { id: self.next_id, source: self.name.clone(), captured, image: Arc::new(image), decode: started.elapsed() };
+            let frame = Frame {
+                id: self.next_id,
+                source: self.name.clone(),
+                captured,
+                image: Arc::new(image),
+                decode: started.elapsed(),
+            };
             self.next_id += 1;
             Ok(Some(frame))
         }

@@ -25,6 +25,9 @@ const LOG_LINES: usize = 10;
 const LOG_WINDOW: Duration = Duration::from_secs(60);
 /// The child's last stderr lines, quoted when it exits.
 const LAST_LINES: usize = 3;
+/// Extra time for the first frame: connecting, probing the stream and waiting for a key frame
+/// take ffmpeg several seconds on a normal camera.
+const FIRST_FRAME_GRACE: Duration = Duration::from_secs(10);
 
 /// A program and how to read it.
 #[derive(Debug, Clone)]
@@ -32,7 +35,8 @@ pub struct CommandSpec {
     pub program: String,
     pub args: Vec<String>,
     pub format: StreamFormat,
-    /// No frame for this long: the child is stuck (a frozen stream); it is restarted.
+    /// No frame for this long: the child is stuck (a frozen stream); it is restarted. The first
+    /// frame gets [`FIRST_FRAME_GRACE`] more.
     pub stall: Duration,
     /// How frames and log lines name the source (never a URL with a password in it).
     pub label: String,
@@ -44,6 +48,7 @@ pub struct CommandSource {
     frames: Receiver<Result<Vec<u8>, StreamError>>,
     last_lines: Arc<Mutex<VecDeque<String>>>,
     last_frame: Instant,
+    delivered: bool,
 }
 
 impl CommandSpec {
@@ -93,7 +98,14 @@ impl CommandSource {
             .spawn(move || log_stderr(stderr, &label, &lines))
             .map_err(|e| err(format!("starting its log reader: {e}")))?;
         tracing::info!(source = %spec.label, program = %spec.program, pid = child.id(), "started");
-        Ok(CommandSource { spec: spec.clone(), child, frames, last_lines, last_frame: Instant::now() })
+        Ok(CommandSource {
+            spec: spec.clone(),
+            child,
+            frames,
+            last_lines,
+            last_frame: Instant::now(),
+            delivered: false,
+        })
     }
 
     /// Why the child stopped delivering: its exit status and last words.
@@ -103,7 +115,9 @@ impl CommandSource {
         let status = loop {
             match self.child.try_wait() {
                 Ok(Some(s)) => break s.to_string(),
-                Ok(None) if started.elapsed() < Duration::from_millis(500) => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if started.elapsed() < Duration::from_millis(500) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 Ok(None) => break "still running (killed)".to_string(),
                 Err(e) => break e.to_string(),
             }
@@ -134,6 +148,7 @@ impl FrameSource for CommandSource {
                     let started = Instant::now();
                     let image = self.spec.format.decode(bytes).map_err(|e| self.ended(&e.to_string()))?;
                     self.last_frame = Instant::now();
+                    self.delivered = true;
                     return Ok(Some(Frame {
                         id: 0,
                         source: self.spec.label.clone(),
@@ -144,8 +159,9 @@ impl FrameSource for CommandSource {
                 }
                 Ok(Err(e)) => return Err(self.ended(&e.to_string())),
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.last_frame.elapsed() >= self.spec.stall {
-                        let why = format!("no frame for {:.1} s", self.spec.stall.as_secs_f64());
+                    let limit = if self.delivered { self.spec.stall } else { self.spec.stall + FIRST_FRAME_GRACE };
+                    if self.last_frame.elapsed() >= limit {
+                        let why = format!("no frame for {:.1} s", limit.as_secs_f64());
                         return Err(self.ended(&why));
                     }
                 }

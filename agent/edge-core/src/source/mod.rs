@@ -4,8 +4,8 @@
 
 mod camera;
 pub mod command;
-pub mod programs;
 mod images;
+pub mod programs;
 pub mod stream;
 
 use std::path::Path;
@@ -15,9 +15,9 @@ use std::time::SystemTime;
 use image::RgbImage;
 use tokio_util::sync::CancellationToken;
 
-pub use camera::{CameraSource, VideoDevice, video_devices};
 #[cfg(feature = "camera")]
 pub use camera::{CameraFrameFormat, decode_camera_frame};
+pub use camera::{CameraSource, VideoDevice, video_devices};
 pub use images::ImagesSource;
 
 #[derive(Debug, thiserror::Error)]

@@ -127,7 +127,8 @@ impl Rtsp {
     }
 
     fn gstreamer_args(&self) -> Vec<String> {
-        let mut a: Vec<String> = vec!["-q".into(), "rtspsrc".into(), format!("location={}", self.url), "latency=200".into()];
+        let mut a: Vec<String> =
+            vec!["-q".into(), "rtspsrc".into(), format!("location={}", self.url), "latency=200".into()];
         a.push(
             match self.transport {
                 RtspTransport::Tcp => "protocols=tcp",
@@ -144,7 +145,8 @@ impl Rtsp {
             None => a.push("decodebin".into()),
         }
         a.extend(["!", "videoconvert", "!", "videoscale", "add-borders=true"].map(String::from));
-        let mut caps = format!("video/x-raw,format=RGB,width={},height={},pixel-aspect-ratio=1/1", self.width, self.height);
+        let mut caps =
+            format!("video/x-raw,format=RGB,width={},height={},pixel-aspect-ratio=1/1", self.width, self.height);
         if let Some(fps) = self.fps {
             a.extend(["!".into(), "videorate".into(), "drop-only=true".into()]);
             caps += &format!(",framerate={}/1000", (fps * 1000.0).round() as u64);
@@ -177,7 +179,13 @@ pub fn libcamera(program: &str, camera: u32, width: u32, height: u32, fps: u32, 
     ]
     .map(String::from)
     .to_vec();
-    CommandSpec { program: program.into(), args, format: StreamFormat::Mjpeg, stall, label: format!("libcamera {camera}") }
+    CommandSpec {
+        program: program.into(),
+        args,
+        format: StreamFormat::Mjpeg,
+        stall,
+        label: format!("libcamera {camera}"),
+    }
 }
 
 #[cfg(test)]
