@@ -229,7 +229,8 @@ fn a_trained_head_is_pushed_verified_swapped_kept_and_rolled_back() {
         0,
     ));
     assert!(r.contains("invalid slot name"), "{r}");
-    let replayed = UpdateManifest { issued_at_ms: 1, ..good(0) };
+    // older than what was accepted last (the truncated push's begin), not old enough to expire
+    let replayed = UpdateManifest { issued_at_ms: unix_now_ms() - 60_000, ..good(0) };
     let r = reason(crafted.send("replayed", &replayed, Signature::By(&key), &bytes, usize::MAX));
     assert!(r.contains("stale or replayed"), "{r}");
     assert!(!state.parent().unwrap().join("etc").exists() && !state.join("models/digits/3").exists());

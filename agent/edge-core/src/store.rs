@@ -18,6 +18,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub const HEAD_FILE: &str = "head.safetensors";
+/// Names inside a store's folder that are not versions: a version may not take them.
+pub const RESERVED_NAMES: [&str; 4] = ["current", "previous", "incoming", "issued_at_ms"];
 pub const MODEL_FILE: &str = "model.onnx";
 
 #[derive(Debug, Clone)]
@@ -66,6 +68,9 @@ impl VersionStore {
     /// Writes a version's files into a temporary folder, syncs them and renames the folder
     /// into place, replacing an older copy of the same version.
     pub fn install(&self, version: &str, head: &[u8], record: &[u8]) -> io::Result<()> {
+        if !valid_version(version) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{version:?} cannot name a version")));
+        }
         std::fs::create_dir_all(&self.dir)?;
         let tmp = self.dir.join(format!(".{version}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
@@ -109,15 +114,28 @@ impl VersionStore {
         self.pointer("previous")
     }
 
-    pub fn last_issued_at_ms(&self) -> u64 {
-        std::fs::read_to_string(self.dir.join("issued_at_ms")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    /// The last accepted order's time: 0 when none was ever accepted (no file). A file that
+    /// cannot be read or parsed is an error, so that replay protection fails closed.
+    pub fn last_issued_at_ms(&self) -> io::Result<u64> {
+        let path = self.dir.join("issued_at_ms");
+        match std::fs::read_to_string(&path) {
+            Ok(s) => s.trim().parse().map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("{}: {s:?} is not a time: {e}", path.display()))
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        }
     }
 
+    /// Raises the last accepted order's time to `t` (never lowers it: an older order finishing
+    /// late must not reopen a window), durably (file synced, renamed, folder synced).
     pub fn set_last_issued_at_ms(&self, t: u64) -> io::Result<()> {
+        let t = t.max(self.last_issued_at_ms()?);
         std::fs::create_dir_all(&self.dir)?;
         let tmp = self.dir.join(".issued_at_ms.tmp");
         write_synced(&tmp, t.to_string().as_bytes())?;
-        std::fs::rename(tmp, self.dir.join("issued_at_ms"))
+        std::fs::rename(tmp, self.dir.join("issued_at_ms"))?;
+        sync_dir(&self.dir)
     }
 
     fn pointer(&self, name: &str) -> Option<String> {
@@ -180,6 +198,11 @@ fn symlink(_target: &Path, _link: &Path) -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "head updates need a Unix file system"))
 }
 
+/// Names a version may have: a [`valid_name`] that is none of the store's own entries.
+pub fn valid_version(name: &str) -> bool {
+    valid_name(name) && !RESERVED_NAMES.contains(&name)
+}
+
 /// Names a head or model may have: they become folder names and topic levels, so only
 /// `[A-Za-z0-9._-]`, 1 to 64 long, not starting with a dot.
 pub fn valid_name(name: &str) -> bool {
@@ -216,8 +239,26 @@ mod tests {
     fn issued_at_ms_persists() {
         let dir = tempfile::tempdir().unwrap();
         let s = VersionStore::new(dir.path(), "door");
-        assert_eq!(s.last_issued_at_ms(), 0);
+        assert_eq!(s.last_issued_at_ms().unwrap(), 0);
         s.set_last_issued_at_ms(42).unwrap();
-        assert_eq!(VersionStore::new(dir.path(), "door").last_issued_at_ms(), 42);
+        assert_eq!(VersionStore::new(dir.path(), "door").last_issued_at_ms().unwrap(), 42);
+        // an older order finishing late does not lower it
+        s.set_last_issued_at_ms(7).unwrap();
+        assert_eq!(s.last_issued_at_ms().unwrap(), 42);
+        // unreadable: an error (replay protection fails closed), not 0
+        std::fs::write(dir.path().join("models/door/issued_at_ms"), "garbage").unwrap();
+        assert!(s.last_issued_at_ms().is_err());
+        assert!(s.set_last_issued_at_ms(50).is_err());
+    }
+
+    #[test]
+    fn the_stores_own_names_are_not_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = VersionStore::new(dir.path(), "door");
+        for name in RESERVED_NAMES {
+            assert!(!valid_version(name));
+            assert!(s.install(name, b"x", b"{}").is_err(), "{name}");
+        }
+        assert!(valid_version("2.0.1") && s.install("2.0.1", b"x", b"{}").is_ok());
     }
 }

@@ -89,4 +89,10 @@ pub(super) fn check_updates(u: &UpdateSettings, issues: &mut Vec<Issue>) {
     if !(u.transfer_timeout_secs > 0.0 && u.transfer_timeout_secs <= 3600.0) {
         issues.push(issue("updates.transfer_timeout_secs", "must be in (0, 3600]"));
     }
+    if !(u.max_age_secs >= 60.0 && u.max_age_secs <= 365.0 * 86_400.0) {
+        issues.push(issue("updates.max_age_secs", "must be from 60 s to a year"));
+    }
+    if !(u.max_clock_skew_secs >= 0.0 && u.max_clock_skew_secs <= 86_400.0) {
+        issues.push(issue("updates.max_clock_skew_secs", "must be from 0 to 86400"));
+    }
 }

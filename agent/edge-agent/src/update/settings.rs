@@ -14,6 +14,12 @@ pub struct UpdateSettings {
     pub transfer_timeout_secs: f64,
     /// A new head that fails in its first this-many inferences is rolled back.
     pub probation_inferences: u32,
+    /// A signed update or rollback older than this (by its `issued_at_ms`) is refused: an
+    /// abandoned push cannot be completed by a replay of its own messages after this.
+    pub max_age_secs: f64,
+    /// A signed order dated more than this in the future is refused (it would lock the slot
+    /// against every later order). Needs a device clock set by NTP.
+    pub max_clock_skew_secs: f64,
 }
 
 impl Default for UpdateSettings {
@@ -23,6 +29,8 @@ impl Default for UpdateSettings {
             max_bytes: 32 << 20,
             transfer_timeout_secs: 60.0,
             probation_inferences: 20,
+            max_age_secs: 86_400.0,
+            max_clock_skew_secs: 300.0,
         }
     }
 }

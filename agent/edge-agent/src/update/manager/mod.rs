@@ -31,8 +31,10 @@ use edge_core::Precision;
 use edge_core::head::slot::{HeadSlot, SlotEvent};
 use edge_core::head::{Head, valid_name};
 use edge_core::store::VersionStore;
+use edge_core::store::valid_version;
 
 mod announce;
+mod claims;
 
 /// A message from the broker on an update topic.
 pub struct Incoming {
@@ -128,13 +130,28 @@ impl Manager {
         loop {
             select! {
                 recv(requests) -> msg => match msg {
-                    Ok(m) => self.on_message(&m),
+                    Ok(m) => self.on_message_guarded(&m),
                     Err(_) => return,
                 },
                 recv(events) -> e => if let Ok(e) = e { self.on_event(e) },
                 default(Duration::from_millis(250)) => {}
             }
             self.expire_idle();
+        }
+    }
+
+    /// [`Self::on_message`], with a panic in it (a pushed model that trips a bug while loading)
+    /// turned into a rejection: the updates thread, and the models serving, carry on.
+    fn on_message_guarded(&mut self, m: &Incoming) {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.on_message(m)));
+        if outcome.is_err() {
+            let slot = slot_of_topic(&self.topics.base(), &m.topic).map(sanitize).unwrap_or_else(|| "_".into());
+            tracing::error!(%slot, "handling an update panicked; it is rejected and the transfer dropped");
+            if let Some(t) = self.transfers.remove(&slot) {
+                remove_quietly(&t.part);
+            }
+            let id = crate::commands::salvage_id(&m.payload);
+            self.send(&slot, Status::new(id.as_deref(), &slot, State::Rejected).reason("the update crashed its check"));
         }
     }
 
@@ -171,11 +188,10 @@ impl Manager {
             Request::Rollback { order, signature, .. } => self.rollback(&slot, &id, &order, &signature),
         };
         if let Err(reason) = result {
+            // a bad request leaves a transfer in progress alone (anyone who saw its id could
+            // otherwise cancel it); one whose bytes fail their checks has ended in `finish`
             tracing::warn!(%slot, %id, %reason, "update rejected");
             let current = self.transfers.get(&slot).filter(|t| t.id == id).map(|t| t.manifest.version.clone());
-            if current.is_some() {
-                self.transfers.remove(&slot);
-            }
             let version = current.or(pending);
             let mut status = Status::new(Some(&id), &slot, State::Rejected).reason(reason);
             status.version = version;
@@ -183,42 +199,19 @@ impl Manager {
         }
     }
 
-    /// Checks a signed text and returns which key signed it.
-    fn verify_signature(&self, text: &str, signature: &str) -> Result<usize, Reject> {
-        if self.trusted.is_empty() {
-            return Err("updates are disabled: no trusted keys configured (updates.trusted_keys)".into());
-        }
-        sign::verify(&self.trusted, text.as_bytes(), signature).map_err(|e| format!("signature: {e}"))
-    }
-
-    fn check_claims(
-        &self,
-        topic_name: &str,
-        store: &VersionStore,
-        for_slot: &str,
-        device: &str,
-        issued_at_ms: u64,
-    ) -> Result<(), Reject> {
-        if for_slot != topic_name {
-            return Err(format!("signed for {for_slot:?}, sent to {topic_name:?}"));
-        }
-        if device != "*" && device != self.device {
-            return Err(format!("signed for device {device:?}, this is {:?}", self.device));
-        }
-        let last = store.last_issued_at_ms();
-        if issued_at_ms <= last {
-            return Err(format!("stale or replayed order: issued_at_ms {issued_at_ms} is not after {last}"));
-        }
-        Ok(())
-    }
-
     fn begin(&mut self, slot_name: &str, id: &str, text: &str, signature: &str) -> Result<(), Reject> {
         self.verify_signature(text, signature)?;
         let manifest: UpdateManifest = serde_json::from_str(text).map_err(|e| format!("manifest: {e}"))?;
         let target = self.target_for(slot_name, manifest.kind, manifest.precision.as_ref())?;
-        self.check_claims(slot_name, target.store(), &manifest.slot, &manifest.device, manifest.issued_at_ms)?;
-        if !valid_name(&manifest.version) || manifest.version.starts_with("shipped") {
-            return Err(format!("invalid version {:?} (letters, digits, '.', '_', '-')", manifest.version));
+        // the same signed begin again, with its bytes still on disk, resumes its own transfer
+        let resuming = target.store().incoming().join(format!("{}.part", manifest.sha256.to_lowercase())).exists();
+        let claims = (manifest.slot.as_str(), manifest.device.as_str(), manifest.issued_at_ms);
+        self.check_claims(slot_name, target.store(), claims, resuming)?;
+        if !valid_version(&manifest.version) || manifest.version.starts_with("shipped") {
+            return Err(format!(
+                "invalid version {:?} (letters, digits, '.', '_', '-'; not current, previous, incoming, issued_at_ms or shipped…)",
+                manifest.version
+            ));
         }
         let store = target.store();
         if [store.current(), store.previous()].contains(&Some(manifest.version.clone())) {
@@ -262,6 +255,8 @@ impl Manager {
             file.set_len(0).map_err(|e| format!("cannot store: {e}"))?;
             received = 0;
         }
+        // accepted: from now on this order (and anything older) cannot start again, only resume
+        target.store().set_last_issued_at_ms(manifest.issued_at_ms).map_err(|e| format!("cannot store: {e}"))?;
         let status = Status::new(Some(id), slot_name, State::Received)
             .version(&manifest.version)
             .progress(received, manifest.size);
@@ -294,7 +289,6 @@ impl Manager {
             return Ok(());
         }
         if offset + bytes.len() as u64 > total {
-            remove_quietly(&t.part);
             return Err(format!("chunk at {offset} of {} bytes runs past the end ({total})", bytes.len()));
         }
         t.file.write_all(&bytes).map_err(|e| format!("cannot store: {e}"))?;
@@ -398,7 +392,12 @@ impl Manager {
         let order: RollbackOrder = serde_json::from_str(text).map_err(|e| format!("order: {e}"))?;
         let kind = if order.precision.is_some() { Kind::Model } else { Kind::Head };
         let target = self.target_for(name, kind, order.precision.as_ref())?;
-        self.check_claims(name, target.store(), &order.slot, &order.device, order.issued_at_ms)?;
+        self.check_claims(
+            name,
+            target.store(),
+            (order.slot.as_str(), order.device.as_str(), order.issued_at_ms),
+            false,
+        )?;
         let store = target.store();
         let persist = |e: std::io::Error| format!("cannot roll back on disk: {e}");
         let restored = match &target {
@@ -424,6 +423,12 @@ impl Manager {
             }
         };
         store.set_last_issued_at_ms(order.issued_at_ms).map_err(persist)?;
+        // a transfer begun before this newer order is superseded by it
+        if let Some(t) = self.transfers.remove(name) {
+            remove_quietly(&t.part);
+            let s = Status::new(Some(&t.id), name, State::Rejected).version(&t.manifest.version);
+            self.send(name, s.reason("superseded by a newer rollback order"));
+        }
         tracing::info!(%name, %restored, "rolled back by request");
         self.send(name, Status::new(Some(id), name, State::RolledBack).version(&restored));
         match &target {
