@@ -97,6 +97,8 @@ impl Collector for HealthCollector {
         per_pipeline(&mut e, s, p50, |s| s.inference_ms_p50.map(f64::from))?;
         let p95 = ("inference_ms_p95", "95th percentile inference time over the recent window.", Gauge);
         per_pipeline(&mut e, s, p95, |s| s.inference_ms_p95.map(f64::from))?;
+        let decode = ("decode_ms", "Mean decoding time per frame on the source's thread.", Gauge);
+        per_pipeline(&mut e, s, decode, |s| s.decode_ms)?;
         let o = m.outbox;
         single(&mut e, "outbox_messages", "Results waiting on disk.", Gauge, o.messages as f64)?;
         single(&mut e, "outbox_bytes", "Bytes waiting on disk.", Gauge, o.bytes as f64)?;
