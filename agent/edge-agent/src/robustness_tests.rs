@@ -202,7 +202,8 @@ proptest! {
         let manifest = UpdateManifest {
             kind: Kind::Head, slot: "s".into(), version: "1".into(),
             sha256: crate::update::sha256_hex(payload), size: payload.len() as u64,
-            backbone_sha256: Some("ab".repeat(32)), precision: None, device: "dev".into(), issued_at_ms: 5,
+            backbone_sha256: Some("ab".repeat(32)), precision: None, device: "dev".into(),
+            issued_at_ms: crate::update::protocol::now_ms(), chunk_bytes: None, chunk_sha256: Vec::new(),
         };
         let text = serde_json::to_string(&manifest).unwrap();
         let begin = Request::Begin { id: "a".into(), signature: crate::update::sign::sign(&key, text.as_bytes()), manifest: text };

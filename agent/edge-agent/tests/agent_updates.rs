@@ -192,6 +192,8 @@ fn a_trained_head_is_pushed_verified_swapped_kept_and_rolled_back() {
         precision: None,
         device: DEVICE.into(),
         issued_at_ms: unix_now_ms() + issued,
+        chunk_bytes: None,
+        chunk_sha256: Vec::new(),
     };
     let key = sign::read_secret(&key_path).unwrap();
     let stranger = sign::generate().unwrap();

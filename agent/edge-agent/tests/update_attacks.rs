@@ -5,8 +5,8 @@
 //! - a version named like the store's own entries (`current`, `incoming`, …) is refused, and a
 //!   normal push afterwards works and survives a restart;
 //! - orders from the future (which would lock the slot) and expired ones are refused;
-//! - a request with a transfer's id but no valid signature, or a chunk that lies about the total,
-//!   does not cancel that transfer: it completes;
+//! - a request with a transfer's id but no valid signature, a chunk that lies about the total,
+//!   or (with signed chunk hashes) a forged chunk does not cancel that transfer: it completes;
 //! - a finished push replayed is refused; an abandoned one superseded by a newer push is too;
 //! - an unreadable replay counter refuses updates (fails closed) until it is repaired.
 #![allow(clippy::unwrap_used)]
@@ -57,6 +57,8 @@ fn manifest(version: &str, bytes: &[u8], issued_at_ms: u64) -> UpdateManifest {
         precision: None,
         device: DEVICE.into(),
         issued_at_ms,
+        chunk_bytes: None,
+        chunk_sha256: Vec::new(),
     }
 }
 
@@ -189,6 +191,16 @@ fn replays_reserved_names_clocks_and_forged_requests_do_not_get_through() {
     assert_eq!(device.push("three", "3", now())["state"], "active");
     publish(broker.port, TOPIC, &serde_json::to_vec(&begin_two).unwrap());
     rejected_because(&device.status("abandoned"), "stale or replayed");
+
+    // with signed chunk hashes (as the push client sends), a forged chunk at the right offset
+    // is refused on its own and the transfer completes
+    let chunked = head("3.1");
+    let signed = manifest("3.1", &chunked, now()).with_chunks(&chunked, 4096);
+    device.begin("chunked", &signed, None);
+    let first = device.status("chunked");
+    device.chunk("chunked", 0, chunked.len() as u64, &[0x5a; 4096]);
+    rejected_because(&device.status("chunked"), "signed hash");
+    assert_eq!(device.send_rest("chunked", &chunked, first)["state"], "active");
 
     // an unreadable replay counter refuses everything until it is repaired
     let counter = state.join("models").join(SLOT).join("issued_at_ms");

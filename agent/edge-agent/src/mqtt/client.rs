@@ -47,7 +47,9 @@ pub fn connect(
     let client_id = settings.client_id.clone().unwrap_or_else(|| format!("edge-agent-{device_id}"));
     let mut opts = MqttOptions::new(client_id, settings.host.clone(), settings.port);
     opts.set_keep_alive(Duration::from_secs(settings.keep_alive_secs.max(5)));
-    opts.set_max_packet_size(4 << 20, 4 << 20);
+    // incoming: the largest message the agent takes (an update chunk is 400 KiB) with room to
+    // spare; anything bigger is refused before it is buffered. Outgoing: snapshots.
+    opts.set_max_packet_size(MAX_INCOMING_BYTES, 4 << 20);
     opts.set_last_will(LastWill::new(topics.status(), "offline", QoS::AtLeastOnce, true));
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|source| MqttError::File { path: path.to_path_buf(), source })
@@ -148,6 +150,15 @@ async fn drive(mut eventloop: EventLoop, link: DriverLink, connected: watch::Sen
             }
             Ok(_) => {}
             Err(e) => {
+                if let Some(bytes) = oversized(&e) {
+                    // the client cannot skip a packet it will not read: it drops the connection
+                    tracing::warn!(
+                        bytes,
+                        limit = MAX_INCOMING_BYTES,
+                        "a message larger than the agent accepts arrived; the connection is reset. \
+                         Make the broker refuse such messages (mosquitto: max_packet_size)"
+                    );
+                }
                 if connected.send_replace(false) {
                     tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
                 } else {
@@ -157,6 +168,20 @@ async fn drive(mut eventloop: EventLoop, link: DriverLink, connected: watch::Sen
                 backoff = (backoff * 2).min(max_backoff);
             }
         }
+    }
+}
+
+/// The largest MQTT packet the agent reads.
+pub const MAX_INCOMING_BYTES: usize = 1 << 20;
+
+/// The size of an incoming packet over [`MAX_INCOMING_BYTES`], when that is what `e` is.
+fn oversized(e: &rumqttc::ConnectionError) -> Option<usize> {
+    use rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded;
+    match e {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(PayloadSizeLimitExceeded(n))) => {
+            Some(*n)
+        }
+        _ => None,
     }
 }
 

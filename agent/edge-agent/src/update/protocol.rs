@@ -67,7 +67,47 @@ pub struct UpdateManifest {
     pub device: String,
     /// Milliseconds since the epoch when signed; must exceed the slot's last accepted order.
     pub issued_at_ms: u64,
+    /// Bytes per chunk, and each chunk's hex sha256 (`chunk_sha256`), signed with the rest:
+    /// every chunk is checked as it arrives, so a forged one is refused on its own and the
+    /// transfer goes on. The push client always sends them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunk_sha256: Vec<String>,
 }
+
+impl UpdateManifest {
+    /// Sets `chunk_bytes` and `chunk_sha256` for `payload` cut into `chunk` bytes.
+    pub fn with_chunks(mut self, payload: &[u8], chunk: usize) -> UpdateManifest {
+        self.chunk_bytes = Some(chunk as u64);
+        self.chunk_sha256 = payload.chunks(chunk).map(crate::update::sha256_hex).collect();
+        self
+    }
+
+    /// Whether the chunk hashes (if any) describe a payload of `size` bytes.
+    pub fn check_chunks(&self) -> Result<(), String> {
+        match (self.chunk_bytes, self.chunk_sha256.is_empty()) {
+            (None, true) => Ok(()),
+            (None, false) => Err("chunk_sha256 without chunk_bytes".into()),
+            (Some(c), _) => {
+                if !(4096..=MAX_CHUNK_BYTES).contains(&c) {
+                    return Err(format!("chunk_bytes {c} is not in 4096..={MAX_CHUNK_BYTES}"));
+                }
+                let expected = self.size.div_ceil(c);
+                if self.chunk_sha256.len() as u64 != expected {
+                    return Err(format!("{} chunk hashes for {expected} chunks", self.chunk_sha256.len()));
+                }
+                if !self.chunk_sha256.iter().all(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())) {
+                    return Err("a chunk hash is not 64 hex digits".into());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The largest signed chunk (its base64 must fit a request).
+pub const MAX_CHUNK_BYTES: u64 = 256 * 1024;
 
 /// The signed rollback order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,6 +214,33 @@ mod tests {
         assert!(parse(br#"{"op":"chunk","id":"x","offset":3,"total":9,"data":"","extra":1}"#).is_err());
         assert!(parse(br#"{"op":"format_disk"}"#).is_err());
         assert!(parse(&vec![b' '; MAX_REQUEST_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn chunk_hashes_must_describe_the_payload() {
+        let payload = vec![7u8; 10_000];
+        let m = UpdateManifest {
+            kind: Kind::Head,
+            slot: "s".into(),
+            version: "1".into(),
+            sha256: crate::update::sha256_hex(&payload),
+            size: payload.len() as u64,
+            backbone_sha256: None,
+            precision: None,
+            device: "*".into(),
+            issued_at_ms: 1,
+            chunk_bytes: None,
+            chunk_sha256: Vec::new(),
+        };
+        assert!(m.check_chunks().is_ok(), "no chunk hashes is allowed");
+        let chunked = m.clone().with_chunks(&payload, 4096);
+        assert_eq!(chunked.chunk_sha256.len(), 3);
+        assert!(chunked.check_chunks().is_ok());
+        let short = UpdateManifest { chunk_sha256: chunked.chunk_sha256[..2].to_vec(), ..chunked.clone() };
+        assert!(short.check_chunks().is_err());
+        assert!(m.clone().with_chunks(&payload, 100).check_chunks().is_err(), "chunks too small");
+        let orphan = UpdateManifest { chunk_bytes: None, ..chunked };
+        assert!(orphan.check_chunks().is_err());
     }
 
     #[test]

@@ -60,7 +60,10 @@ pub async fn push_head(
         precision: None,
         device: target.device.clone(),
         issued_at_ms: unix_now_ms(),
-    };
+        chunk_bytes: None,
+        chunk_sha256: Vec::new(),
+    }
+    .with_chunks(head_bytes, CHUNK_BYTES);
     let text = serde_json::to_string(&manifest)?;
     let id = format!("push-{}-{}", manifest.version, crate::update::protocol::now_ms());
     let begin = Request::Begin { id: id.clone(), signature: sign::sign(key, text.as_bytes()), manifest: text };
@@ -87,7 +90,10 @@ pub async fn push_model(
         precision: Some(precision),
         device: target.device.clone(),
         issued_at_ms: unix_now_ms(),
-    };
+        chunk_bytes: None,
+        chunk_sha256: Vec::new(),
+    }
+    .with_chunks(onnx, CHUNK_BYTES);
     let text = serde_json::to_string(&manifest)?;
     let id = format!("push-{name}-{version}-{}", crate::update::protocol::now_ms());
     let begin = Request::Begin { id: id.clone(), signature: sign::sign(key, text.as_bytes()), manifest: text };

@@ -27,6 +27,7 @@ use super::models::{ModelTarget, ModelTargets, key as model_key};
 use super::protocol::{Kind, Request, RollbackOrder, State, Status, UpdateManifest, parse, slot_of_topic};
 use super::sign;
 use crate::mqtt::{Outgoing, Topics};
+use crate::update::sha256_hex;
 use edge_core::Precision;
 use edge_core::head::slot::{HeadSlot, SlotEvent};
 use edge_core::head::{Head, valid_name};
@@ -35,6 +36,7 @@ use edge_core::store::valid_version;
 
 mod announce;
 mod claims;
+mod housekeeping;
 
 /// A message from the broker on an update topic.
 pub struct Incoming {
@@ -140,21 +142,6 @@ impl Manager {
         }
     }
 
-    /// [`Self::on_message`], with a panic in it (a pushed model that trips a bug while loading)
-    /// turned into a rejection: the updates thread, and the models serving, carry on.
-    fn on_message_guarded(&mut self, m: &Incoming) {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.on_message(m)));
-        if outcome.is_err() {
-            let slot = slot_of_topic(&self.topics.base(), &m.topic).map(sanitize).unwrap_or_else(|| "_".into());
-            tracing::error!(%slot, "handling an update panicked; it is rejected and the transfer dropped");
-            if let Some(t) = self.transfers.remove(&slot) {
-                remove_quietly(&t.part);
-            }
-            let id = crate::commands::salvage_id(&m.payload);
-            self.send(&slot, Status::new(id.as_deref(), &slot, State::Rejected).reason("the update crashed its check"));
-        }
-    }
-
     pub(crate) fn on_message(&mut self, m: &Incoming) {
         let Some(slot) = slot_of_topic(&self.topics.base(), &m.topic) else { return };
         let slot = slot.to_string();
@@ -229,6 +216,7 @@ impl Manager {
         if manifest.sha256.len() != 64 || !manifest.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("sha256 is not 64 hex digits".into());
         }
+        manifest.check_chunks()?;
         if let Target::Slot(slot) = &target
             && manifest.backbone_sha256.as_deref().map(str::to_lowercase).as_deref()
                 != Some(slot.backbone_sha256.as_str())
@@ -254,6 +242,14 @@ impl Manager {
         if received > manifest.size {
             file.set_len(0).map_err(|e| format!("cannot store: {e}"))?;
             received = 0;
+        }
+        // with signed chunks, resume at a chunk's start
+        if let Some(c) = manifest.chunk_bytes
+            && received < manifest.size
+            && !received.is_multiple_of(c)
+        {
+            received -= received % c;
+            file.set_len(received).map_err(|e| format!("cannot store: {e}"))?;
         }
         // accepted: from now on this order (and anything older) cannot start again, only resume
         target.store().set_last_issued_at_ms(manifest.issued_at_ms).map_err(|e| format!("cannot store: {e}"))?;
@@ -287,6 +283,16 @@ impl Manager {
                 .progress(t.received, total);
             self.send(slot_name, s);
             return Ok(());
+        }
+        if let Some(c) = t.manifest.chunk_bytes {
+            let expected_len = c.min(total - offset);
+            let index = (offset / c) as usize;
+            let matches = offset.is_multiple_of(c)
+                && bytes.len() as u64 == expected_len
+                && t.manifest.chunk_sha256.get(index).is_some_and(|h| h.eq_ignore_ascii_case(&sha256_hex(&bytes)));
+            if !matches {
+                return Err(format!("chunk at {offset} does not match its signed hash; it is not stored"));
+            }
         }
         if offset + bytes.len() as u64 > total {
             return Err(format!("chunk at {offset} of {} bytes runs past the end ({total})", bytes.len()));
@@ -454,30 +460,11 @@ impl Manager {
         let reason = format!("{failed}: {reason}");
         self.send(&slot, Status::new(None, &slot, State::RolledBack).version(&restored).reason(reason));
     }
-
-    fn expire_idle(&mut self) {
-        let timeout = Duration::from_secs_f64(self.settings.transfer_timeout_secs);
-        let idle: Vec<String> =
-            self.transfers.iter().filter(|(_, t)| t.last.elapsed() > timeout).map(|(s, _)| s.clone()).collect();
-        for slot in idle {
-            if let Some(t) = self.transfers.remove(&slot) {
-                let reason = format!(
-                    "incomplete: {} of {} bytes, no chunk for {:.0} s (begin again to resume)",
-                    t.received,
-                    t.manifest.size,
-                    timeout.as_secs_f64()
-                );
-                tracing::warn!(%slot, %reason, "update abandoned");
-                let s = Status::new(Some(&t.id), &slot, State::Rejected).version(&t.manifest.version).reason(reason);
-                self.send(&slot, s.progress(t.received, t.manifest.size));
-            }
-        }
-    }
 }
 
 /// Removes a leftover file; a failure is logged (it costs disk, not correctness: a stale part
 /// file is checked like any other before use).
-fn remove_quietly(path: &std::path::Path) {
+pub(super) fn remove_quietly(path: &std::path::Path) {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove")
@@ -487,7 +474,7 @@ fn remove_quietly(path: &std::path::Path) {
 }
 
 /// A topic level fit to echo back in a status topic (no wildcards or separators).
-fn sanitize(s: &str) -> String {
+pub(super) fn sanitize(s: &str) -> String {
     let clean: String = s.chars().filter(|c| !matches!(c, '/' | '+' | '#' | '\0')).take(64).collect();
     if clean.is_empty() { "_".into() } else { clean }
 }
