@@ -276,7 +276,11 @@ mod tests {
         assert!(err.contains("ended inside a frame (8 of 12 bytes)"), "{err}");
         let missing = CommandSpec { program: "no-such-program-here".into(), ..spec };
         assert!(missing.probe().unwrap_err().to_string().contains("not found on PATH"));
-        assert!(CommandSource::open(&missing).is_err());
+        match CommandSource::open(&missing) {
+            Err(_) => {}
+            // under an emulator (qemu-user) a failed exec can look like a child that exits at once
+            Ok(mut s) => assert!(s.next_frame(&cancel).is_err()),
+        }
     }
 
     #[test]
