@@ -9,7 +9,11 @@ use edge_core::head::slot::HeadSlot;
 
 impl Manager {
     pub(super) fn send(&self, slot: &str, status: Status) {
-        self.show(&format!("{slot}/last_update"), &status);
+        // only slots and models this device has: a rejected request may name anything, and the
+        // page's map must not grow with what the network chooses
+        if self.slots.contains_key(slot) || self.models.values().any(|m| m.name == slot) {
+            self.show(&format!("{slot}/last_update"), &status);
+        }
         let Some(payload) = json(&status, slot) else { return };
         self.emit(Outgoing { topic: self.topics.update_status(slot), payload, retain: false });
     }
