@@ -9,7 +9,7 @@
 //! ends; under systemd the whole cgroup is stopped anyway.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -173,7 +173,15 @@ impl FrameSource for CommandSource {
 
 /// The reader thread: frames until the stream ends or the source is gone.
 fn read_frames<R: std::io::Read>(mut splitter: Splitter<R>, tx: &SyncSender<Result<Vec<u8>, StreamError>>) {
+    let mut reported = 0;
     loop {
+        if splitter.skipped > reported {
+            tracing::warn!(
+                bytes = splitter.skipped - reported,
+                "bytes that were not a JPEG skipped in the child's output"
+            );
+            reported = splitter.skipped;
+        }
         match splitter.next_frame() {
             Ok(Some(frame)) => {
                 if tx.send(Ok(frame)).is_err() {
@@ -194,9 +202,15 @@ fn read_frames<R: std::io::Read>(mut splitter: Splitter<R>, tx: &SyncSender<Resu
 fn log_stderr(stderr: std::process::ChildStderr, label: &str, last: &Mutex<VecDeque<String>>) {
     let mut window = Instant::now();
     let (mut logged, mut suppressed) = (0usize, 0usize);
-    for line in BufReader::new(stderr).split(b'\n') {
-        let Ok(line) = line else { return };
-        let line = String::from_utf8_lossy(&line).trim().chars().take(400).collect::<String>();
+    let mut reader = BufReader::new(stderr);
+    loop {
+        // a line is read 4 KiB at most: a child writing without newlines cannot grow this buffer
+        let mut raw = Vec::new();
+        match (&mut reader).take(4096).read_until(b'\n', &mut raw) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&raw).trim().chars().take(400).collect::<String>();
         if line.is_empty() {
             continue;
         }
