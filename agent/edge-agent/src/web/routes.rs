@@ -130,42 +130,54 @@ pub struct FrameQuery {
     seq: Option<u64>,
 }
 
-/// The pipeline whose frames are asked for; why not (404) when there is none or it has none.
-fn frames_of(web: &Web, name: &str) -> Result<Arc<crate::view::PipelineView>, (StatusCode, String)> {
-    let Some(view) = web.hub.pipeline(name) else {
-        return Err((StatusCode::NOT_FOUND, format!("no pipeline named {name:?}\n")));
-    };
-    if view.audio {
-        return Err((StatusCode::NOT_FOUND, format!("{name} is a speech pipeline: it has no frames\n")));
-    }
-    Ok(view.clone())
+/// Why a frame endpoint has no frame to give.
+enum NoFrame {
+    Unknown(String),
+    Audio(String),
+    NotYet,
 }
 
-fn not_yet() -> Response {
-    let msg = "no frame yet: frames are kept while the page is open or asked for; retry in a second\n";
-    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], msg).into_response()
+impl IntoResponse for NoFrame {
+    fn into_response(self) -> Response {
+        match self {
+            NoFrame::Unknown(name) => (StatusCode::NOT_FOUND, format!("no pipeline named {name:?}\n")).into_response(),
+            NoFrame::Audio(name) => {
+                (StatusCode::NOT_FOUND, format!("{name} is a speech pipeline: it has no frames\n")).into_response()
+            }
+            NoFrame::NotYet => {
+                let msg = "no frame yet: frames are kept while the page is open or asked for; retry in a second\n";
+                (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], msg).into_response()
+            }
+        }
+    }
+}
+
+/// The kept frame `seq` (or the newest) of pipeline `name`; asking keeps frames coming.
+fn kept_frame(web: &Web, name: &str, seq: Option<u64>) -> Result<Arc<crate::view::Shot>, NoFrame> {
+    let view = web.hub.pipeline(name).ok_or_else(|| NoFrame::Unknown(name.to_string()))?;
+    if view.audio {
+        return Err(NoFrame::Audio(name.to_string()));
+    }
+    web.hub.watch();
+    view.frame(seq).ok_or(NoFrame::NotYet)
 }
 
 /// `/api/pipelines/<name>/latest`: the result of the frame `latest.jpg` shows.
 pub async fn latest(State(web): State<Web>, Path(name): Path<String>, Query(q): Query<FrameQuery>) -> Response {
-    let view = match frames_of(&web, &name) {
-        Ok(v) => v,
-        Err(r) => return r.into_response(),
+    let shot = match kept_frame(&web, &name, q.seq) {
+        Ok(s) => s,
+        Err(no) => return no.into_response(),
     };
-    web.hub.watch();
-    let Some(shot) = view.frame(q.seq) else { return not_yet() };
     json(format!(r#"{{"pipeline":{},"seq":{},"result":{}}}"#, serde_json::Value::from(name), shot.seq, shot.result))
 }
 
 /// `/api/pipelines/<name>/latest.jpg[?seq=N]`: frame N if it is still kept, else the newest.
 /// Encoded on the runtime's blocking pool, never on a pipeline's threads, once per frame.
 pub async fn latest_jpg(State(web): State<Web>, Path(name): Path<String>, Query(q): Query<FrameQuery>) -> Response {
-    let view = match frames_of(&web, &name) {
-        Ok(v) => v,
-        Err(r) => return r.into_response(),
+    let shot = match kept_frame(&web, &name, q.seq) {
+        Ok(s) => s,
+        Err(no) => return no.into_response(),
     };
-    web.hub.watch();
-    let Some(shot) = view.frame(q.seq) else { return not_yet() };
     let cached = web.jpegs.lock().unwrap_or_else(|p| p.into_inner()).get(&name).filter(|c| c.0 == shot.seq).cloned();
     let jpeg = match cached {
         Some((_, bytes)) => bytes,
