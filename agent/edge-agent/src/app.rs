@@ -109,14 +109,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             .map_err(|errors| anyhow!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
     let outbox_dir = config.agent.state_dir.join("outbox");
     let outbox = crate::outbox::Outbox::open(&outbox_dir, config.outbox.max_mb << 20, config.outbox.segment_kb << 10)
-        .with_context(|| format!("opening the outbox in {} (agent.state_dir)", outbox_dir.display()))?;
+        .with_context(|| format!("opening the outbox in {} (agent.state_dir)", outbox_dir.display()))?
+        .with_durability(config.outbox.durability());
     if !outbox.is_empty() {
         tracing::info!(messages = outbox.stats().messages, "results from an earlier run wait in the outbox");
     }
     let mut subscriptions = vec![topics.commands(), topics.model_updates()];
     let birth_topic = ha.enabled.then(|| ha.birth_topic());
     subscriptions.extend(birth_topic.clone());
-    let (conn, incoming) = crate::mqtt::connect(&config.mqtt, &device, topics.clone(), subscriptions)?;
+    let (conn, crate::mqtt::Channels { incoming, returned }) =
+        crate::mqtt::connect(&config.mqtt, &device, topics.clone(), subscriptions)?;
     let conn = Arc::new(conn);
 
     let cancel = CancellationToken::new();
@@ -138,7 +140,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     tracing::info!(pipelines = running.len(), device = %device, "agent running");
 
     let deadline = Duration::from_secs_f64(config.agent.shutdown_timeout_secs);
-    let publisher = crate::publisher::Publisher::new(conn.clone(), outbox);
+    let publisher = crate::publisher::Publisher::new(conn.clone(), outbox, returned);
     let outbox_stats = publisher.stats_handle();
     // the backlog may use up to half of the stop deadline; the rest is for draining pipelines
     let publisher = tokio::spawn(publisher.run(results_rx, deadline / 2));
@@ -231,9 +233,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         tokio::task::spawn_blocking(move || updates_thread.join())
             .await?
             .map_err(|_| anyhow!("the updates thread panicked"))?;
-        publisher.await?;
+        let mut outbox = publisher.await?;
         let conn = Arc::into_inner(conn).ok_or_else(|| anyhow!("MQTT connection still shared at shutdown"))?;
-        conn.close().await?;
+        keep_unacknowledged(conn.close().await?, &mut outbox);
+        if let Err(e) = outbox.close() {
+            tracing::error!(error = %e, "cannot sync the outbox at stop");
+        }
         anyhow::Ok(results)
     })
     .await;
@@ -251,6 +256,23 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     } else {
         Err(anyhow!("{} of {} pipelines failed:\n{}", failures.len(), names.len(), failures.join("\n")))
     }
+}
+
+/// Results the broker had not acknowledged at stop go to the outbox, for the next start. Retained
+/// state is not kept: the next start announces its own.
+fn keep_unacknowledged(left: Vec<Outgoing>, outbox: &mut crate::outbox::Outbox) {
+    let results: Vec<Outgoing> = left.into_iter().filter(|m| !m.retain).collect();
+    if results.is_empty() {
+        return;
+    }
+    let mut lost = 0;
+    for msg in &results {
+        if let Err(e) = outbox.push(msg) {
+            tracing::error!(error = %e, topic = %msg.topic, "cannot keep an unacknowledged result");
+            lost += 1;
+        }
+    }
+    tracing::info!(messages = results.len() - lost, "results not acknowledged by the broker wait in the outbox");
 }
 
 /// The status page's state for `config`'s pipelines.

@@ -14,8 +14,10 @@
 //! 3. When the pipelines are done, the backlog is still replayed while connected, for at most
 //!    `drain_for`; what remains stays on disk for the next start.
 //!
-//! Results handed to the client are retransmitted by it after a reconnect. Only those it holds
-//! when the agent stops while the broker is unreachable are lost (at most its queue, 256).
+//! 4. Messages the client gives back after a failed connection (`returned`: not acknowledged,
+//!    or still queued) are results to spill, or retained state that waits again unless newer
+//!    state for its topic already does. At stop, [`Publisher::run`] hands the outbox back, and
+//!    the caller adds what the closed connection returned: nothing waits in memory only.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +30,9 @@ use crate::outbox::{Outbox, OutboxStats};
 
 /// How long to wait before trying again when the client's queue is full.
 const BACKOFF: Duration = Duration::from_millis(50);
+
+/// How often an `interval` outbox is checked for a due sync.
+const SYNC_TICK: Duration = Duration::from_millis(100);
 
 /// A segment being replayed: its id, its messages, the next one to send.
 struct Replay {
@@ -44,12 +49,14 @@ pub struct Publisher {
     retained: BTreeMap<String, Outgoing>,
     /// Shared with the health report.
     stats: Arc<std::sync::Mutex<OutboxStats>>,
+    /// Messages the client gave back when a connection failed.
+    returned: mpsc::UnboundedReceiver<Outgoing>,
 }
 
 impl Publisher {
-    pub fn new(conn: Arc<Connection>, outbox: Outbox) -> Publisher {
+    pub fn new(conn: Arc<Connection>, outbox: Outbox, returned: mpsc::UnboundedReceiver<Outgoing>) -> Publisher {
         let stats = Arc::new(std::sync::Mutex::new(outbox.stats()));
-        Publisher { conn, outbox, replay: None, retained: BTreeMap::new(), stats }
+        Publisher { conn, outbox, replay: None, retained: BTreeMap::new(), stats, returned }
     }
 
     /// The outbox counters, updated as the publisher works.
@@ -67,6 +74,16 @@ impl Publisher {
             tracing::error!(error = %e, topic = %msg.topic, "cannot write to the outbox; result lost");
         }
         self.update_stats();
+    }
+
+    /// A message the client gave back: a result goes to the outbox; retained state waits
+    /// again, unless newer state for its topic already waits.
+    fn take_back(&mut self, msg: Outgoing) {
+        if msg.retain {
+            self.retained.entry(msg.topic.clone()).or_insert(msg);
+        } else {
+            self.spill(&msg);
+        }
     }
 
     fn has_backlog(&self) -> bool {
@@ -134,11 +151,15 @@ impl Publisher {
         true
     }
 
-    /// Runs until `results` closes and the backlog is replayed (or `drain_for` passes).
-    pub async fn run(mut self, mut results: mpsc::Receiver<Outgoing>, drain_for: Duration) {
+    /// Runs until `results` closes and the backlog is replayed (or `drain_for` passes); returns
+    /// the outbox, for what the connection gives back when it is closed.
+    pub async fn run(mut self, mut results: mpsc::Receiver<Outgoing>, drain_for: Duration) -> Outbox {
         let mut connected = self.conn.connected();
         let mut open = true;
         let mut drain_deadline: Option<Instant> = None;
+        // `outbox.sync = "interval"` syncs on this tick when nothing else spills
+        let mut sync_tick = tokio::time::interval(SYNC_TICK);
+        sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let up = *connected.borrow_and_update();
             if !open {
@@ -157,6 +178,7 @@ impl Publisher {
                         drain_deadline = Some(Instant::now() + drain_for);
                     }
                 },
+                Some(msg) = self.returned.recv() => self.take_back(msg),
                 _ = std::future::ready(()), if up && !self.retained.is_empty() => {
                     if !self.send_retained() {
                         tokio::time::sleep(BACKOFF).await;
@@ -172,8 +194,17 @@ impl Publisher {
                         break; // the connection's driver is gone
                     }
                 }
+                _ = sync_tick.tick() => {
+                    if let Err(e) = self.outbox.flush_due() {
+                        tracing::error!(error = %e, "cannot sync the outbox");
+                    }
+                    self.update_stats();
+                }
                 _ = tokio::time::sleep(Duration::from_millis(200)), if !open => {}
             }
+        }
+        while let Ok(msg) = self.returned.try_recv() {
+            self.take_back(msg);
         }
         if !self.retained.is_empty() {
             tracing::info!(topics = ?self.retained.keys().collect::<Vec<_>>(), "stopping before the broker had this retained state");
@@ -185,5 +216,6 @@ impl Publisher {
             );
         }
         self.update_stats();
+        self.outbox
     }
 }

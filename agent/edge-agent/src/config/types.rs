@@ -91,11 +91,36 @@ pub struct OutboxSettings {
     pub max_mb: u64,
     /// Size of one segment file.
     pub segment_kb: u64,
+    /// When spilled results are forced to the disk: `never`, `interval` or `always`. What
+    /// each loses on a power cut and writes to the flash is in the README.
+    pub sync: OutboxSync,
+    /// For `sync = "interval"`: the longest a spilled result waits for its sync.
+    pub sync_interval_ms: u64,
+}
+
+/// `outbox.sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxSync {
+    Never,
+    Interval,
+    Always,
+}
+
+impl OutboxSettings {
+    pub fn durability(&self) -> crate::outbox::Durability {
+        use crate::outbox::Durability;
+        match self.sync {
+            OutboxSync::Never => Durability::Never,
+            OutboxSync::Interval => Durability::Interval(std::time::Duration::from_millis(self.sync_interval_ms)),
+            OutboxSync::Always => Durability::Always,
+        }
+    }
 }
 
 impl Default for OutboxSettings {
     fn default() -> Self {
-        OutboxSettings { max_mb: 64, segment_kb: 1024 }
+        OutboxSettings { max_mb: 64, segment_kb: 1024, sync: OutboxSync::Interval, sync_interval_ms: 1000 }
     }
 }
 

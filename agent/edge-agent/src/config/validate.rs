@@ -41,6 +41,11 @@ pub fn check(raw: Value, catalog: &Catalog) -> Result<Config, Vec<Issue>> {
     {
         issues.push(issue("outbox", "segment_kb at least 16 and at most max_mb (max_mb up to 1 TiB)"));
     }
+    if let Some(o) = &outbox
+        && !(10..=3_600_000).contains(&o.sync_interval_ms)
+    {
+        issues.push(issue("outbox.sync_interval_ms", "must be in [10, 3600000]"));
+    }
     let mut pipelines = std::collections::BTreeMap::new();
     match top.remove("pipelines") {
         None => {}

@@ -2,6 +2,14 @@
 //! publishes the retained `online` status (the last will says `offline`), on errors it waits
 //! with exponential backoff and tries again. Publishing waits when rumqttc's request queue is
 //! full, which is how a slow or absent broker pushes back on the pipelines.
+//!
+//! Nothing handed to the client is lost with the connection. Sessions are clean, and rumqttc
+//! drops what it had not delivered (published but not acknowledged, or still queued) when it
+//! reconnects to a session the broker does not have. So after every connection error the driver
+//! takes those messages back out of the event loop and returns them to the publisher (the
+//! `returned` channel), which puts them in the outbox; at stop, [`Connection::close`] returns
+//! what the broker has not acknowledged, for the outbox too. A message the broker got but whose
+//! acknowledgement was lost is sent twice: consumers dedupe by the per-pipeline `seq`.
 
 use std::time::Duration;
 
@@ -10,6 +18,7 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::MqttSettings;
 use super::{Outgoing, Topics};
@@ -28,22 +37,38 @@ const REQUEST_QUEUE: usize = 256;
 /// Incoming messages queued for the command handler; more are dropped and logged.
 const INCOMING_QUEUE: usize = 32;
 
+/// How long a clean stop waits to queue its `offline` status and DISCONNECT.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 pub struct Connection {
     client: AsyncClient,
     topics: Topics,
-    driver: JoinHandle<()>,
+    /// Ends with the messages the broker has not acknowledged.
+    driver: JoinHandle<Vec<Outgoing>>,
+    stop: CancellationToken,
     connected: watch::Receiver<bool>,
+}
+
+/// What [`connect`] gives besides the connection.
+pub struct Channels {
+    /// Messages arriving on the subscriptions.
+    pub incoming: mpsc::Receiver<rumqttc::Publish>,
+    /// Messages the client held when a connection failed, given back (results to spill,
+    /// retained state to send again). Unbounded, but bounded in fact: each failure gives back at
+    /// most the client's request queue and its in-flight window, and the publisher takes them
+    /// as they come.
+    pub returned: mpsc::UnboundedReceiver<Outgoing>,
 }
 
 /// Builds the client from settings and starts its driver task on the current runtime. The
 /// driver subscribes to `subscriptions` after every connect (sessions are clean) and forwards
-/// what arrives on them to the returned receiver.
+/// what arrives on them to `incoming`.
 pub fn connect(
     settings: &MqttSettings,
     device_id: &str,
     topics: Topics,
     subscriptions: Vec<String>,
-) -> Result<(Connection, mpsc::Receiver<rumqttc::Publish>), MqttError> {
+) -> Result<(Connection, Channels), MqttError> {
     let client_id = settings.client_id.clone().unwrap_or_else(|| format!("edge-agent-{device_id}"));
     let mut opts = MqttOptions::new(client_id, settings.host.clone(), settings.port);
     opts.set_keep_alive(Duration::from_secs(settings.keep_alive_secs.max(5)));
@@ -81,11 +106,19 @@ pub fn connect(
     let (client, eventloop) = AsyncClient::new(opts, REQUEST_QUEUE);
     let (tx, connected) = watch::channel(false);
     let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
+    let (returned_tx, returned) = mpsc::unbounded_channel();
     let max_backoff = Duration::from_secs_f64(settings.max_backoff_secs);
-    let link =
-        DriverLink { client: client.clone(), status_topic: topics.status(), subscriptions, incoming: incoming_tx };
+    let stop = CancellationToken::new();
+    let link = DriverLink {
+        client: client.clone(),
+        status_topic: topics.status(),
+        subscriptions,
+        incoming: incoming_tx,
+        returned: returned_tx,
+        stop: stop.clone(),
+    };
     let driver = tokio::spawn(drive(eventloop, link, tx, max_backoff));
-    Ok((Connection { client, topics, driver, connected }, incoming))
+    Ok((Connection { client, topics, driver, stop, connected }, Channels { incoming, returned }))
 }
 
 /// A relative secret path is looked up in systemd's `$CREDENTIALS_DIRECTORY` when set
@@ -109,12 +142,39 @@ struct DriverLink {
     status_topic: String,
     subscriptions: Vec<String>,
     incoming: mpsc::Sender<rumqttc::Publish>,
+    returned: mpsc::UnboundedSender<Outgoing>,
+    stop: CancellationToken,
 }
 
-async fn drive(mut eventloop: EventLoop, link: DriverLink, connected: watch::Sender<bool>, max_backoff: Duration) {
+/// Takes the publishes out of what rumqttc would send again (`pending`, filled by its
+/// `clean()`), except the `online`/`offline` status, which is sent anew on each connect.
+fn take_back(eventloop: &mut EventLoop, status_topic: &str) -> Vec<Outgoing> {
+    eventloop
+        .pending
+        .drain(..)
+        .filter_map(|request| match request {
+            rumqttc::Request::Publish(p) if p.topic != status_topic => {
+                Some(Outgoing { topic: p.topic, payload: p.payload.to_vec(), retain: p.retain })
+            }
+            _ => None, // subscriptions are made again on connect; acks and pings are per connection
+        })
+        .collect()
+}
+
+/// Polls the event loop until stopped; returns what the broker has not acknowledged.
+async fn drive(
+    mut eventloop: EventLoop,
+    link: DriverLink,
+    connected: watch::Sender<bool>,
+    max_backoff: Duration,
+) -> Vec<Outgoing> {
     let mut backoff = Duration::from_millis(250);
     loop {
-        match eventloop.poll().await {
+        let polled = tokio::select! {
+            p = eventloop.poll() => p,
+            _ = link.stop.cancelled() => break,
+        };
+        match polled {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 tracing::info!(code = ?ack.code, "connected to MQTT broker");
                 backoff = Duration::from_millis(250);
@@ -140,13 +200,16 @@ async fn drive(mut eventloop: EventLoop, link: DriverLink, connected: watch::Sen
             }
             Ok(Event::Outgoing(RumqttOutgoing::Disconnect)) => {
                 // let the DISCONNECT reach the socket, then stop
-                let flush =
-                    tokio::time::timeout(Duration::from_secs(2), async { while eventloop.poll().await.is_ok() {} });
-                if flush.await.is_err() {
-                    tracing::debug!("broker did not close the connection after DISCONNECT");
+                let flush = tokio::time::timeout(CLOSE_WAIT, async { while eventloop.poll().await.is_ok() {} });
+                tokio::select! {
+                    r = flush => {
+                        if r.is_err() {
+                            tracing::debug!("broker did not close the connection after DISCONNECT");
+                        }
+                    }
+                    _ = link.stop.cancelled() => {}
                 }
-                connected.send_replace(false);
-                return;
+                break;
             }
             Ok(_) => {}
             Err(e) => {
@@ -164,11 +227,31 @@ async fn drive(mut eventloop: EventLoop, link: DriverLink, connected: watch::Sen
                 } else {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT broker unreachable");
                 }
-                tokio::time::sleep(backoff).await;
+                // rumqttc would drop these on reconnecting to a clean session: give them back
+                let back = take_back(&mut eventloop, &link.status_topic);
+                if !back.is_empty() {
+                    tracing::info!(
+                        messages = back.len(),
+                        "messages not acknowledged before the connection failed go to the outbox"
+                    );
+                }
+                for msg in back {
+                    if link.returned.send(msg).is_err() {
+                        tracing::error!("the publisher is gone; an unacknowledged message is lost");
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = link.stop.cancelled() => break,
+                }
                 backoff = (backoff * 2).min(max_backoff);
             }
         }
     }
+    connected.send_replace(false);
+    // in flight without an acknowledgement, or still queued: the caller keeps them
+    eventloop.clean();
+    take_back(&mut eventloop, &link.status_topic)
 }
 
 /// The largest MQTT packet the agent reads.
@@ -202,23 +285,46 @@ impl Connection {
             .map_err(|e| MqttError::Publish(e.to_string()))
     }
 
-    /// Clean stop: retained `offline`, DISCONNECT after everything queued, driver ended.
-    /// When the broker is unreachable there is nobody to tell: the driver is stopped and the
-    /// broker publishes the last will (`offline`) once it notices.
-    pub async fn close(self) -> Result<(), MqttError> {
-        if !*self.connected.borrow() {
-            self.driver.abort();
-            return Ok(());
+    /// Stops the connection and returns the messages the broker has not acknowledged (handed
+    /// to the client but not delivered, or delivered without an acknowledgement yet), so the
+    /// caller can keep them.
+    ///
+    /// Connected: retained `offline` and DISCONNECT after everything queued, waiting at most
+    /// [`CLOSE_WAIT`] for each. When the broker is unreachable (or too slow) there is nobody to
+    /// tell: the driver is stopped and the broker publishes the last will (`offline`) once it
+    /// notices.
+    pub async fn close(self) -> Result<Vec<Outgoing>, MqttError> {
+        let up = *self.connected.borrow();
+        let said = up && {
+            let status = self.topics.status();
+            let polite = async {
+                self.client.publish(status, QoS::AtLeastOnce, true, "offline").await?;
+                self.client.disconnect().await
+            };
+            match tokio::time::timeout(CLOSE_WAIT, polite).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not say offline");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!("the broker did not take the offline status in time");
+                    false
+                }
+            }
+        };
+        if !said {
+            self.stop.cancel();
         }
-        let status = self.topics.status();
-        self.client
-            .publish(status, QoS::AtLeastOnce, true, "offline")
-            .await
-            .map_err(|e| MqttError::Publish(e.to_string()))?;
-        self.client.disconnect().await.map_err(|e| MqttError::Publish(e.to_string()))?;
-        if let Err(e) = self.driver.await {
-            tracing::warn!(error = %e, "MQTT driver task failed");
-        }
-        Ok(())
+        // the driver ends after DISCONNECT is flushed (bounded by CLOSE_WAIT), or at once
+        let mut driver = self.driver;
+        let left = match tokio::time::timeout(CLOSE_WAIT * 2, &mut driver).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.stop.cancel();
+                driver.await
+            }
+        };
+        left.map_err(|e| MqttError::Publish(format!("the MQTT driver task failed: {e}")))
     }
 }

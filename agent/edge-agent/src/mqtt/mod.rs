@@ -7,7 +7,7 @@ mod client;
 mod settings;
 pub mod topics;
 
-pub use client::{Connection, MqttError, connect, credential_path};
+pub use client::{Channels, Connection, MqttError, connect, credential_path};
 pub use settings::{MqttSettings, TlsSettings};
 pub use topics::Topics;
 

@@ -11,11 +11,17 @@
 //!   per-pipeline `seq`).
 //! * A segment with a bad record is renamed `*.corrupt` (quarantined): the records before the
 //!   damage are still replayed, the rest is counted in `quarantined`.
+//! * Durability ([`Durability`]): what reaches the disk before a power cut. `always` syncs the
+//!   segment after each record; `interval` at most once per interval while records are
+//!   waiting to be synced (the publisher calls [`Outbox::flush_due`] on a timer); `never`
+//!   leaves it to the kernel's writeback. A new segment's directory entry is synced with its
+//!   first sync. Deletes are never synced: a delete lost to a power cut replays a segment twice.
 
 mod segment;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::mqtt::Outgoing;
 use segment::{Segment, decode_all};
@@ -26,6 +32,17 @@ pub enum OutboxError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("message too large for the outbox ({0} bytes)")]
     TooLarge(usize),
+}
+
+/// When appended records are forced to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Left to the kernel (ext4 writes back within about 5–30 s).
+    Never,
+    /// At most once per interval while unsynced records wait.
+    Interval(Duration),
+    /// After every record.
+    Always,
 }
 
 /// Counters a health report shows.
@@ -42,6 +59,8 @@ pub struct OutboxStats {
     pub spilled: u64,
     /// Messages handed back for replay since start.
     pub replayed: u64,
+    /// Syncs to the disk since start (each is a flash write; see `outbox.sync`).
+    pub syncs: u64,
 }
 
 pub struct Outbox {
@@ -57,6 +76,13 @@ pub struct Outbox {
     quarantined: u64,
     spilled: u64,
     replayed: u64,
+    durability: Durability,
+    /// Records appended since the last sync.
+    unsynced: bool,
+    /// A segment was created since the last sync: the directory needs one too.
+    dir_unsynced: bool,
+    last_sync: Instant,
+    syncs: u64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
@@ -89,7 +115,52 @@ impl Outbox {
             quarantined: 0,
             spilled: 0,
             replayed: 0,
+            durability: Durability::Never,
+            unsynced: false,
+            dir_unsynced: false,
+            last_sync: Instant::now(),
+            syncs: 0,
         })
+    }
+
+    /// Sets when records are forced to the disk (default: never).
+    pub fn with_durability(mut self, durability: Durability) -> Outbox {
+        self.durability = durability;
+        self
+    }
+
+    /// Syncs unsynced records now (and the directory after a new segment).
+    pub fn sync(&mut self) -> Result<(), OutboxError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        if let Some(head) = self.segments.back() {
+            head.sync()?;
+        }
+        if self.dir_unsynced {
+            std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+            self.dir_unsynced = false;
+        }
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        self.syncs += 1;
+        Ok(())
+    }
+
+    /// For `interval`: syncs when records wait and the interval has passed since the last sync.
+    pub fn flush_due(&mut self) -> Result<(), OutboxError> {
+        match self.durability {
+            Durability::Interval(every) if self.unsynced && self.last_sync.elapsed() >= every => self.sync(),
+            _ => Ok(()),
+        }
+    }
+
+    /// At a clean stop: everything waiting reaches the disk, unless the policy is `never`.
+    pub fn close(&mut self) -> Result<(), OutboxError> {
+        match self.durability {
+            Durability::Never => Ok(()),
+            _ => self.sync(),
+        }
     }
 
     pub fn stats(&self) -> OutboxStats {
@@ -100,6 +171,7 @@ impl Outbox {
             quarantined: self.quarantined,
             spilled: self.spilled,
             replayed: self.replayed,
+            syncs: self.syncs,
         }
     }
 
@@ -117,8 +189,13 @@ impl Outbox {
         let head_full =
             self.segments.back().is_none_or(|s| s.bytes + len > self.segment_bytes || Some(s.id) == self.taken);
         if head_full {
+            // the records of the segment being closed reach the disk before the next one starts
+            if self.durability != Durability::Never {
+                self.sync()?;
+            }
             self.segments.push_back(Segment::create(&self.dir, self.next_id)?);
             self.next_id += 1;
+            self.dir_unsynced = true;
         }
         while self.stats().bytes + len > self.max_bytes && self.segments.len() > 1 {
             let Some(oldest) = self.segments.pop_front() else { break };
@@ -132,7 +209,11 @@ impl Outbox {
         let head = self.segments.back_mut().expect("a head segment exists");
         head.append(&record)?;
         self.spilled += 1;
-        Ok(())
+        self.unsynced = true;
+        match self.durability {
+            Durability::Always => self.sync(),
+            _ => self.flush_due(),
+        }
     }
 
     /// The oldest segment's messages, to replay; `None` when empty. The same segment is

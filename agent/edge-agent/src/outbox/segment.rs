@@ -49,6 +49,14 @@ impl Segment {
         Ok(())
     }
 
+    /// Forces the appended records (and the file's length) to the disk.
+    pub fn sync(&self) -> Result<(), OutboxError> {
+        match (&self.file, &self.path) {
+            (Some(f), Some(p)) => f.sync_data().map_err(io(p)),
+            _ => Ok(()),
+        }
+    }
+
     pub fn read(&self) -> Result<Vec<u8>, OutboxError> {
         match &self.path {
             Some(p) => std::fs::read(p).map_err(io(p)),

@@ -134,3 +134,46 @@ fn records_round_trip_and_garbage_does_not_decode() {
         Err(OutboxError::TooLarge(_))
     ));
 }
+
+#[test]
+fn each_durability_policy_syncs_as_often_as_it_says() {
+    let syncs = |durability: Durability, pushes: u32, pause: std::time::Duration| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(dir.path(), 1 << 20, 1_000).unwrap().with_durability(durability);
+        for i in 0..pushes {
+            outbox.push(&msg(i, 100)).unwrap();
+            std::thread::sleep(pause);
+            outbox.flush_due().unwrap();
+        }
+        let before_close = outbox.stats().syncs;
+        outbox.close().unwrap();
+        (before_close, outbox.stats().syncs)
+    };
+    let short = std::time::Duration::from_millis(1);
+    // 20 records of ~110 bytes in 1000-byte segments: 3 segments
+    assert_eq!(syncs(Durability::Never, 20, short), (0, 0));
+    assert_eq!(syncs(Durability::Always, 20, short), (20, 20));
+    // an interval longer than the run: a sync when each full segment closes, one more at close
+    let (running, closed) = syncs(Durability::Interval(std::time::Duration::from_secs(60)), 20, short);
+    assert_eq!((running, closed), (2, 3));
+    // an interval shorter than the pause: like always
+    let (running, _) = syncs(Durability::Interval(std::time::Duration::from_millis(1)), 20, short * 3);
+    assert!(running >= 19, "{running}");
+}
+
+#[test]
+fn synced_records_read_back_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = Outbox::open(dir.path(), 1 << 20, 1_000).unwrap().with_durability(Durability::Always);
+    for i in 0..20 {
+        outbox.push(&msg(i, 100)).unwrap();
+    }
+    drop(outbox);
+    let mut outbox = Outbox::open(dir.path(), 1 << 20, 1_000).unwrap();
+    let mut got = Vec::new();
+    while let Some((id, batch)) = outbox.take_oldest().unwrap() {
+        got.extend(batch);
+        outbox.ack(id).unwrap();
+    }
+    assert_eq!(got, (0..20).map(|i| msg(i, 100)).collect::<Vec<_>>());
+}

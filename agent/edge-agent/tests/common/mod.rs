@@ -2,6 +2,7 @@
 //! mosquitto when installed) and an MQTT collector.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod blackhole;
 pub mod browser;
 pub mod http;
 pub mod known;
