@@ -223,7 +223,9 @@ fn push_over_broker(backbone_sha: &str, digits: &Head, imagenet: &Head) {
         ..Default::default()
     };
     let slots = std::collections::BTreeMap::from([("bench".to_string(), slot.clone())]);
-    let manager = Manager::new("bench", topics, settings, slots, Default::default(), out_tx);
+    let device_key = edge_agent::update::sign::generate().unwrap();
+    let manager = Manager::new("bench", topics, settings, slots, Default::default(), out_tx)
+        .with_device_key(device_key.clone());
     std::thread::spawn(move || manager.run(req_rx, crossbeam_channel::never()));
     std::thread::sleep(Duration::from_millis(300));
 
@@ -236,6 +238,7 @@ fn push_over_broker(backbone_sha: &str, digits: &Head, imagenet: &Head) {
         prefix: "edge-agent".into(),
         device: "bench".into(),
         timeout: Duration::from_secs(30),
+        device_key: Some(device_key.verifying_key()),
     };
     for (i, head) in [digits, imagenet, digits].into_iter().enumerate() {
         let mut h = head.clone();

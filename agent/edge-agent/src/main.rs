@@ -116,6 +116,12 @@ enum Command {
     /// venv exists (scripts/make-bench-venv.sh), and the agent end to end; prints a table.
     #[cfg(feature = "bench")]
     Bench(edge_agent::bench::cli::Args),
+    /// Print this device's public key (the agent makes it in agent.state_dir on its first
+    /// start), which signs its update statuses; give it to `push --device-key`.
+    DeviceKey {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// List audio capture devices, V4L2 cameras with their modes, and the decoders found.
     Devices,
     /// List or verify the installed models.
@@ -142,6 +148,10 @@ struct TargetArgs {
     /// Seconds to wait for each answer from the device.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// The device's public key (base64, or a file holding it), as `edge-agent device-key`
+    /// prints it on the device: only statuses it signed are believed.
+    #[arg(long)]
+    device_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -355,6 +365,19 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         }
         #[cfg(feature = "bench")]
         Command::Bench(args) => edge_agent::bench::cli::run(&catalog()?, args)?,
+        Command::DeviceKey { config } => {
+            let raw = edge_agent::config::load_raw(&config)?;
+            let state_dir = raw["agent"]["state_dir"]
+                .as_str()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| edge_agent::config::AgentSettings::default().state_dir);
+            // only read: made here by another user, the service could not read it
+            let file = state_dir.join("device.secret");
+            let key = edge_agent::update::sign::read_secret(&file).with_context(|| {
+                format!("reading {} (the agent makes it on its first start; run this as root or as the service's user)", file.display())
+            })?;
+            println!("{}", edge_agent::update::sign::encode_public(&key.verifying_key()));
+        }
         Command::Devices => {
             println!("audio capture devices (a microphone source's `device`):");
             for name in edge_core::audio::microphone::devices() {
@@ -421,12 +444,27 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
 impl TargetArgs {
     fn resolve(self) -> Result<(edge_agent::update::push::Target, ed25519_dalek::SigningKey)> {
         let key = edge_agent::update::sign::read_secret(&self.key)?;
+        let device_key = match &self.device_key {
+            None => {
+                eprintln!("warning: no --device-key: the device's statuses cannot be told from forged ones");
+                None
+            }
+            Some(text) => {
+                let b64 = if std::path::Path::new(text).is_file() {
+                    std::fs::read_to_string(text).with_context(|| format!("reading --device-key {text}"))?
+                } else {
+                    text.clone()
+                };
+                Some(edge_agent::update::sign::public_key(&b64).context("--device-key")?)
+            }
+        };
         let target = edge_agent::update::push::Target {
             host: self.host,
             port: self.port,
             prefix: self.prefix,
             device: self.device,
             timeout: std::time::Duration::from_secs(self.timeout.max(1)),
+            device_key,
         };
         Ok((target, key))
     }

@@ -339,3 +339,78 @@ fn a_detector_is_replaced_whole_kept_and_rolled_back_and_a_broken_one_rejected()
     }
     sigterm(&mut running);
 }
+
+#[test]
+fn a_pushed_detector_that_never_passes_probation_is_rolled_back_at_a_later_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, public) = keygen(dir.path());
+    let broker = common::rumqttd();
+    let rx = subscribe(broker.port, "watcher-probation", &format!("edge-agent/{DEVICE}/#"));
+    let cfg = dir.path().join("agent.toml");
+    let state = dir.path().join("state");
+    let write_config = |probation: u32| {
+        let text = format!(
+            "[agent]\ndevice_id = \"{DEVICE}\"\nstate_dir = \"{}\"\n[mqtt]\nport = {}\nmax_backoff_secs = 1\n\
+             [updates]\ntrusted_keys = [\"{public}\"]\nprobation_inferences = {probation}\n\
+             [pipelines.pets]\nsource = {{ type = \"images\", path = \"{}\", fps = 3, loop = true }}\n\
+             stages = [{{ type = \"detect\", model = \"nanodet\", tiling = \"none\" }}]\n",
+            state.display(),
+            broker.port,
+            common::fixture("chelsea.jpg").display()
+        );
+        std::fs::write(&cfg, text).unwrap();
+    };
+    let marker = state.join("models/nanodet@int8/probation");
+    let replacement = root().join("models/nanodet/nanodet.fp32.onnx");
+    let push = |version: &str| {
+        let file = replacement.to_str().unwrap();
+        let args = ["push", "--model", file, "--slot", "nanodet", "--precision", "int8", "--version", version];
+        let (ok, stdout, stderr) = cli(broker.port, &key_path, &args);
+        assert!(ok && stdout.contains("\"active\""), "{stdout}\n{stderr}");
+    };
+    // a probation it cannot pass in this test: each life ends (as the watchdog ends a stalled
+    // agent, or a crash) before it has run a million frames
+    write_config(1_000_000);
+    let mut running = Running::agent(&cfg);
+    assert_eq!(next_detection(&rx).0, "1.0.0");
+    push("2");
+    assert!(std::fs::read_to_string(&marker).unwrap().starts_with("2 "), "on probation");
+    for start in 1..=2 {
+        running.0.kill().unwrap();
+        running.0.wait().unwrap();
+        while rx.try_recv().is_ok() {}
+        running = Running::agent(&cfg);
+        assert_eq!(next_detection(&rx).0, "2", "start {start} still tries the pushed model");
+        assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), format!("2 {start}"));
+    }
+    running.0.kill().unwrap();
+    running.0.wait().unwrap();
+    while rx.try_recv().is_ok() {}
+    running = Running::agent(&cfg);
+    let seen = collect_until(&rx, Duration::from_secs(120), |m| {
+        m.topic.ends_with("/models/nanodet/update/status") && m.json()["state"] == "rolled_back"
+    });
+    let status = seen.last().unwrap().json();
+    assert_eq!(status["state"], "rolled_back", "{status}");
+    assert!(status["reason"].as_str().unwrap().contains("still on probation"), "{status}");
+    assert_eq!(status["version"], "1.0.0");
+    assert_eq!(next_detection(&rx).0, "1.0.0", "the shipped model serves again");
+    assert!(!marker.exists());
+    sigterm(&mut running);
+
+    // a probation it passes: the marker goes, and a hard stop afterwards keeps the model
+    write_config(3);
+    let mut running = Running::agent(&cfg);
+    push("3");
+    let passed = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        !marker.exists()
+    });
+    assert!(passed, "probation not ended after 20 s at 3 frames/s");
+    running.0.kill().unwrap();
+    running.0.wait().unwrap();
+    while rx.try_recv().is_ok() {}
+    let mut running = Running::agent(&cfg);
+    assert_eq!(next_detection(&rx).0, "3", "a model past probation stays");
+    sigterm(&mut running);
+}

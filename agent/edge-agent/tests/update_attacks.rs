@@ -8,7 +8,9 @@
 //! - a request with a transfer's id but no valid signature, a chunk that lies about the total,
 //!   or (with signed chunk hashes) a forged chunk does not cancel that transfer: it completes;
 //! - a finished push replayed is refused; an abandoned one superseded by a newer push is too;
-//! - an unreadable replay counter refuses updates (fails closed) until it is repaired.
+//! - an unreadable replay counter refuses updates (fails closed) until it is repaired;
+//! - a forged `active` status, sent the moment a push begins, does not fool `push --device-key`,
+//!   and a push given another device's key believes none of the real statuses either.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -217,5 +219,80 @@ fn replays_reserved_names_clocks_and_forged_requests_do_not_get_through() {
     let seen = collect_until(&rx, Duration::from_secs(120), |m| m.topic.contains("/classifications/"));
     let c = seen.last().unwrap().json();
     assert_eq!((c["head"]["name"].as_str(), c["head"]["version"].as_str()), (Some("attack-test"), Some("4")), "{c}");
+    common::sigterm(&mut agent);
+}
+
+/// Answers every `begin` on the slot's update topic with a forged `active` status (unsigned, or
+/// signed with a key that is not the device's), as someone watching the topics would.
+fn forge_statuses(port: u16, forger: ed25519_dalek::SigningKey) {
+    let requests = subscribe(port, "forger", TOPIC);
+    std::thread::spawn(move || {
+        for m in requests {
+            let Ok(Request::Begin { id, .. }) = serde_json::from_slice::<Request>(&m.payload) else { continue };
+            let status = edge_agent::update::protocol::Status::new(Some(&id), SLOT, edge_agent::update::protocol::State::Active)
+                .version("forged");
+            for s in [status.clone(), status.signed(&forger, DEVICE)] {
+                publish(port, &format!("{TOPIC}/status"), &serde_json::to_vec(&s).unwrap());
+            }
+        }
+    });
+}
+
+#[test]
+fn push_believes_only_statuses_the_device_signed() {
+    let broker = common::rumqttd();
+    let dir = tempfile::tempdir().unwrap();
+    let key = sign::generate().unwrap();
+    let (secret, _) = sign::write_pair(&key, &dir.path().join("ops")).unwrap();
+    let path = dir.path().join("agent.toml");
+    let state = dir.path().join("state");
+    std::fs::write(&path, config(broker.port, &sign::encode_public(&key.verifying_key()), &state)).unwrap();
+    // the operator reads the device's key on the device (made on first use, kept after)
+    let device_key = || {
+        let mut c = common::agent();
+        c.args(["device-key", "--config"]).arg(&path);
+        let (status, stdout, stderr) = common::run_with_timeout(c, Duration::from_secs(30));
+        assert!(status.success(), "{stderr}");
+        stdout.trim().to_string()
+    };
+    let rx = subscribe(broker.port, "watch-forged", &format!("edge-agent/{DEVICE}/#"));
+    let mut agent = common::Running::agent(&path);
+    collect_until(&rx, Duration::from_secs(120), |m| m.topic.contains("/classifications/"));
+    let public = device_key();
+    assert!(sign::public_key(&public).is_ok(), "{public}");
+    forge_statuses(broker.port, sign::generate().unwrap());
+    let head_file = dir.path().join("head.safetensors");
+    let push = |version: &str, device_key: &str| {
+        std::fs::write(&head_file, head(version)).unwrap();
+        let mut c = common::agent();
+        c.args(["push", "--device", DEVICE, "--slot", SLOT, "--timeout", "5", "--device-key", device_key])
+            .args(["--port", &broker.port.to_string(), "--key"])
+            .arg(&secret)
+            .arg("--head")
+            .arg(&head_file)
+            .env("RUST_LOG", "warn");
+        let (status, stdout, stderr) = common::run_with_timeout(c, Duration::from_secs(120));
+        (status.success(), stdout, stderr)
+    };
+
+    let (ok, stdout, stderr) = push("5", &public);
+    assert!(ok, "{stdout}\n{stderr}");
+    let printed: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(printed.iter().all(|s| s["version"] != "forged"), "a forged status was believed: {stdout}");
+    assert_eq!(printed.last().unwrap()["state"], "active");
+    assert_eq!(printed.last().unwrap()["version"], "5");
+    assert!(stderr.contains("not signed by the device"), "the forgeries were seen and ignored: {stderr}");
+    // the device really serves it
+    let served = collect_until(&rx, Duration::from_secs(60), |m| {
+        m.topic.contains("/classifications/") && m.json()["head"]["version"] == "5"
+    });
+    assert!(served.last().is_some_and(|m| m.json()["head"]["version"] == "5"));
+
+    // another device's key: no status verifies, forged or real, so the push does not end well
+    let stranger = sign::encode_public(&sign::generate().unwrap().verifying_key());
+    let (ok, stdout, stderr) = push("6", &stranger);
+    assert!(!ok, "a push that saw no verified status must fail: {stdout}\n{stderr}");
+    assert!(stdout.trim().is_empty(), "nothing unverified is printed: {stdout}");
+    assert!(stderr.contains("no answer"), "{stderr}");
     common::sigterm(&mut agent);
 }

@@ -9,6 +9,7 @@
 //! current -> <version>         symlink, replaced by rename (atomic); absent: the shipped head
 //! previous -> <version>        what `rollback` returns to; absent: the shipped head
 //! issued_at_ms                 the last accepted order's time (replay protection)
+//! probation                    a model version on probation, and how many starts it has had
 //! incoming/<sha256>.part       a transfer in progress, kept across restarts for resuming
 //! ```
 //!
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub const HEAD_FILE: &str = "head.safetensors";
 /// Names inside a store's folder that are not versions: a version may not take them.
-pub const RESERVED_NAMES: [&str; 4] = ["current", "previous", "incoming", "issued_at_ms"];
+pub const RESERVED_NAMES: [&str; 5] = ["current", "previous", "incoming", "issued_at_ms", "probation"];
 pub const MODEL_FILE: &str = "model.onnx";
 
 #[derive(Debug, Clone)]
@@ -138,6 +139,45 @@ impl VersionStore {
         sync_dir(&self.dir)
     }
 
+    /// Puts `version` on probation (no start counted yet), durably.
+    pub fn begin_probation(&self, version: &str) -> io::Result<()> {
+        self.write_probation(version, 0)
+    }
+
+    /// The version on probation and the starts it has had; none when no file. A file that
+    /// cannot be parsed reads as none: probation is a safety net, not a lock.
+    pub fn probation(&self) -> Option<(String, u32)> {
+        let text = std::fs::read_to_string(self.dir.join("probation")).ok()?;
+        let (version, starts) = text.trim().split_once(' ')?;
+        Some((version.to_string(), starts.parse().ok()?)).filter(|(v, _)| valid_version(v))
+    }
+
+    /// Counts one more start of the version on probation; returns the count.
+    pub fn count_probation_start(&self, version: &str) -> io::Result<u32> {
+        let starts = match self.probation() {
+            Some((v, n)) if v == version => n + 1,
+            _ => 1,
+        };
+        self.write_probation(version, starts)?;
+        Ok(starts)
+    }
+
+    /// Probation is over (passed, or the version is gone).
+    pub fn end_probation(&self) -> io::Result<()> {
+        match std::fs::remove_file(self.dir.join("probation")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => sync_dir(&self.dir),
+        }
+    }
+
+    fn write_probation(&self, version: &str, starts: u32) -> io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = self.dir.join(".probation.tmp");
+        write_synced(&tmp, format!("{version} {starts}\n").as_bytes())?;
+        std::fs::rename(tmp, self.dir.join("probation"))?;
+        sync_dir(&self.dir)
+    }
+
     fn pointer(&self, name: &str) -> Option<String> {
         let target = std::fs::read_link(self.dir.join(name)).ok()?;
         let v = target.file_name()?.to_str()?.to_string();
@@ -233,6 +273,23 @@ mod tests {
         assert!(!s.dir().join("3").exists());
         assert_eq!(s.rollback().unwrap(), None, "back to the shipped head");
         assert_eq!(s.current(), None);
+    }
+
+    #[test]
+    fn probation_counts_starts_per_version_and_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = VersionStore::for_model(dir.path(), "nanodet", &crate::Precision::Int8);
+        assert_eq!(s.probation(), None);
+        s.begin_probation("2").unwrap();
+        assert_eq!(s.probation(), Some(("2".into(), 0)));
+        assert_eq!(s.count_probation_start("2").unwrap(), 1);
+        assert_eq!(s.count_probation_start("2").unwrap(), 2);
+        assert_eq!(s.count_probation_start("3").unwrap(), 1, "another version starts over");
+        s.end_probation().unwrap();
+        assert_eq!(s.probation(), None);
+        s.end_probation().unwrap();
+        std::fs::write(s.dir().join("probation"), "garbage").unwrap();
+        assert_eq!(s.probation(), None);
     }
 
     #[test]

@@ -26,6 +26,15 @@ pub(super) fn packing_buffer(format: &PackedI8K4, size: usize, blob: &mut Blob) 
 /// `rows` (`[n, k]`, i8) packed into the K=4-interleaved layout: in each panel of `r` rows,
 /// per block of 4 along `k`, the 4 bytes of every row together, which is a plain u32 read of
 /// the row when `k` is a multiple of 4.
+/// A panel's length in u32 words (`r` times the `factors`) and the bytes of `n` columns in
+/// such panels, refused when they overflow: a pushed model's shapes are not to be trusted.
+fn panel_and_size(n: usize, r: usize, factors: &[usize]) -> TractResult<(usize, usize)> {
+    let too_large = || anyhow::anyhow!("a packing buffer for {n} columns of panels {r}×{factors:?} is too large");
+    let panel = factors.iter().try_fold(r, |acc, f| acc.checked_mul(*f)).ok_or_else(too_large)?;
+    let size = n.div_ceil(r).checked_mul(panel).and_then(|s| s.checked_mul(4)).ok_or_else(too_large)?;
+    Ok((panel, size))
+}
+
 pub(super) fn pack_rows_k4(
     format: &PackedI8K4,
     rows: &[i8],
@@ -34,9 +43,9 @@ pub(super) fn pack_rows_k4(
     blob: &mut Blob,
 ) -> TractResult<usize> {
     let r = format.r;
+    ensure!(k > 0 && r > 0, "packing rows of {k} values in panels of {r}");
     let blocks = k.div_ceil(4);
-    let panel = blocks * r;
-    let size = n.div_ceil(r) * panel * 4;
+    let (panel, size) = panel_and_size(n, r, &[blocks])?;
     packing_buffer(format, size, blob)?;
     let packed: &mut [u32] =
         bytemuck::try_cast_slice_mut(&mut blob.as_bytes_mut()[..size]).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -117,9 +126,9 @@ pub(super) fn pack_i8k4(
     let plane = g.h * g.w;
     ensure!(cols.end <= plane, "columns {cols:?} of a {plane} plane");
     let (n, k, r) = (cols.len(), g.cin, format.r);
+    ensure!(k > 0 && r > 0, "packing {k} channels in panels of {r}");
     let blocks = k.div_ceil(4);
-    let panel = blocks * r; // in u32 words
-    let size = n.div_ceil(r) * panel * 4;
+    let (panel, size) = panel_and_size(n, r, &[blocks])?; // panel in u32 words
     packing_buffer(format, size, blob)?;
     // what lies past `size`, and in the last panel's columns past `n`, may be left from an
     // earlier use: it only meets zero weights or feeds sums that are never stored
@@ -199,10 +208,11 @@ pub(super) fn pack_tap_major(
     blob: &mut Blob,
 ) -> TractResult<usize> {
     let (ho, wo) = g.out_hw();
-    let (n, r, c4) = (ho * wo, format.r, g.cin.div_ceil(4));
-    let taps = g.kh * g.kw;
-    let panel = taps * c4 * r; // in u32 words
-    let size = n.div_ceil(r) * panel * 4;
+    ensure!(g.cin > 0 && format.r > 0, "packing {} channels in panels of {}", g.cin, format.r);
+    let n = ho.checked_mul(wo).ok_or_else(|| anyhow::anyhow!("an output of {ho}×{wo} is too large"))?;
+    let (r, c4) = (format.r, g.cin.div_ceil(4));
+    let taps = g.kh.checked_mul(g.kw).ok_or_else(|| anyhow::anyhow!("a {}×{} kernel is too large", g.kh, g.kw))?;
+    let (panel, size) = panel_and_size(n, r, &[taps, c4])?; // panel in u32 words
     packing_buffer(format, size, blob)?;
     let packed: &mut [u32] =
         bytemuck::try_cast_slice_mut(&mut blob.as_bytes_mut()[..size]).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -250,6 +250,8 @@ impl Expansion for QMatMulExpansion {
         // the kernel wants them [n, k]
         let w = if self.transposed { (*w).clone() } else { w.clone().into_tensor().permute_axes(&[1, 0])? };
         let (n, k) = (w.shape()[0], w.shape()[1]);
+        // a pushed model may name this op directly: an empty side would divide by zero later
+        ensure!(n > 0 && k > 0, "{prefix}: weights of {n}×{k} (both sides must be non-empty)");
         let scale = konst(2, "the weight scale")?.cast_to::<f32>()?.into_owned();
         let scale = scale.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
         ensure!(scale.len() == 1 || scale.len() == n, "{prefix}: one weight scale or one per column");
@@ -327,7 +329,7 @@ impl EvalOp for QMatMul {
         let x = inputs[0].try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
         let (k, n) = (self.k, self.n);
-        ensure!(x.len() % k == 0, "EdgeQMatMul: input of {} values is not rows of {k}", x.len());
+        ensure!(k > 0 && x.len() % k == 0, "EdgeQMatMul: input of {} values is not rows of {k}", x.len());
         let rows = x.len() / k;
         let mut shape: TVec<usize> = inputs[0].shape().into();
         if let Some(last) = shape.last_mut() {
@@ -418,6 +420,21 @@ mod tests {
         assert_eq!(quantize_row(&[0.0; 5], &mut q), 1.0);
         assert_eq!(q, [0; 5]);
         assert!(quantize_row(&[1.0, f32::NAN, f32::INFINITY, 0.0, 0.0], &mut q).is_nan());
+    }
+
+    #[test]
+    fn empty_weights_are_an_error_not_a_division_by_zero() -> TractResult<()> {
+        // a pushed model can name EdgeQMatMul itself, with any shapes
+        for (k, n) in [(0usize, 4usize), (4, 0)] {
+            let mut model = TypedModel::default();
+            let x = model.add_source("x", f32::fact([2, k]))?;
+            let w = model.add_const("w", Tensor::zero::<i8>(&[n, k])?)?;
+            let scale = model.add_const("s", tensor1(&[1.0f32]))?;
+            let wired = QMatMulExpansion { transposed: true }.wire("q", &mut model, &[x, w, scale]);
+            let message = format!("{:#}", wired.expect_err("empty weights must be refused"));
+            assert!(message.contains("non-empty"), "{message}");
+        }
+        Ok(())
     }
 
     #[test]

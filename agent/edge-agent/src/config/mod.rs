@@ -53,6 +53,17 @@ pub fn load_raw(file: &Path) -> Result<serde_json::Value, ConfigError> {
     built.try_deserialize::<serde_json::Value>().map_err(|e| read_err(e.to_string()))
 }
 
+/// Validates configuration text (TOML, without environment overrides) as if read from `file`.
+pub fn from_toml(text: &str, file: &Path, catalog: &edge_core::model::Catalog) -> Result<Config, ConfigError> {
+    let read_err = |message: String| ConfigError::Read { file: file.to_path_buf(), message };
+    let raw = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize::<serde_json::Value>())
+        .map_err(|e| read_err(e.to_string()))?;
+    validate::check(raw, catalog).map_err(|issues| ConfigError::Invalid { file: file.to_path_buf(), issues })
+}
+
 /// Loads and fully validates a configuration file against the models in `catalog`.
 pub fn load(file: &Path, catalog: &edge_core::model::Catalog) -> Result<Config, ConfigError> {
     let raw = load_raw(file)?;

@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::mqtt::Outgoing;
-use segment::{Segment, decode_all};
+pub use segment::{decode_all, encode};
+use segment::Segment;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {

@@ -2,7 +2,9 @@
 //! share through the `ModelPool`'s `ArcSwap` handle; an update is a new ONNX file for it, kept
 //! under `<state>/models/<model>@<precision>/<version>/model.onnx`. A version is only swapped
 //! in after it has loaded in tract with the shipped manifest's input and output spec and
-//! decoded a probe image without error.
+//! decoded a probe image without error. It then serves on probation (the updates thread watches
+//! its inference counts); one that keeps the agent from finishing probation (a stall that the
+//! watchdog ends, a crash) is rolled back at start after [`PROBATION_STARTS`] tries.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -80,11 +82,29 @@ impl ModelTarget {
     }
 
     /// At start: the stored current version, if any, replaces the shipped model; one that
-    /// fails is rolled back on disk (the next is tried). Returns what was rolled back, with why.
+    /// fails is rolled back on disk (the next is tried). So is one still on probation after
+    /// [`PROBATION_STARTS`] starts: it stalled or crashed the agent each time before passing,
+    /// and would otherwise do so forever. Returns what was rolled back, with why.
     pub fn restore(&self) -> Vec<(String, String)> {
         let mut failed = Vec::new();
         while let Some(version) = self.store.current() {
-            match self.load_version(&version) {
+            let on_probation = self.store.probation().is_some_and(|(v, _)| v == version);
+            let attempt = if on_probation {
+                match self.store.probation() {
+                    Some((_, starts)) if starts >= PROBATION_STARTS => Err(format!(
+                        "still on probation after {starts} restarts: it stalled or stopped the agent before \
+                         passing {PROBATION_STARTS} times"
+                    )),
+                    _ => self
+                        .store
+                        .count_probation_start(&version)
+                        .map_err(|e| format!("cannot count its probation start: {e}"))
+                        .and_then(|_| self.load_version(&version)),
+                }
+            } else {
+                self.load_version(&version)
+            };
+            match attempt {
                 Ok(m) => {
                     self.shared.store(Arc::new(m));
                     break;
@@ -92,6 +112,9 @@ impl ModelTarget {
                 Err(reason) => {
                     tracing::error!(model = %self.name, %version, %reason, "stored model does not load; rolling back");
                     failed.push((version, reason));
+                    if on_probation && let Err(e) = self.store.end_probation() {
+                        tracing::warn!(model = %self.name, error = %e, "probation marker not removed");
+                    }
                     // a store that cannot be rolled back would be read again and again:
                     // keep the shipped model and stop walking
                     if let Err(e) = self.store.rollback() {
@@ -104,6 +127,9 @@ impl ModelTarget {
         failed
     }
 }
+
+/// Starts a pushed model may have on probation before it is rolled back at the next one.
+pub const PROBATION_STARTS: u32 = 2;
 
 /// A detector's stored version that failed to load at start and was rolled back.
 pub struct RolledBack {

@@ -151,6 +151,11 @@ pub struct Status {
     pub reason: Option<String>,
     /// Milliseconds since the epoch.
     pub ts: u64,
+    /// The device's ed25519 signature (base64) of [`Status::signed_text`], made with its own
+    /// key (`<state_dir>/device.secret`): `push --device-key` believes only signed statuses, so a
+    /// forged `active` cannot tell an operator that an update worked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 pub const STATUS_SCHEMA: &str = "edge-agent.update-status.v1";
@@ -167,7 +172,40 @@ impl Status {
             total: None,
             reason: None,
             ts: now_ms(),
+            signature: None,
         }
+    }
+
+    /// What the device signs: every field but the signature, with the device's id and the
+    /// schema, as a JSON array (one fixed order, so no canonical JSON is needed). The request's
+    /// `id` is in it, and `push` makes a new id for every push: an old signed status cannot
+    /// answer a new push.
+    pub fn signed_text(&self, device: &str) -> Vec<u8> {
+        let fields = (
+            &self.schema,
+            device,
+            &self.id,
+            &self.slot,
+            self.state,
+            &self.version,
+            self.offset,
+            self.total,
+            &self.reason,
+            self.ts,
+        );
+        serde_json::to_vec(&fields).unwrap_or_default()
+    }
+
+    /// Signed by `device` with `key`.
+    pub fn signed(mut self, key: &ed25519_dalek::SigningKey, device: &str) -> Status {
+        self.signature = Some(super::sign::sign(key, &self.signed_text(device)));
+        self
+    }
+
+    /// Whether the status carries `device`'s valid signature.
+    pub fn verify(&self, key: &ed25519_dalek::VerifyingKey, device: &str) -> bool {
+        let Some(signature) = &self.signature else { return false };
+        super::sign::verify(std::slice::from_ref(key), &self.signed_text(device), signature).is_ok()
     }
 
     pub fn version(mut self, v: &str) -> Status {
@@ -241,6 +279,24 @@ mod tests {
         assert!(m.clone().with_chunks(&payload, 100).check_chunks().is_err(), "chunks too small");
         let orphan = UpdateManifest { chunk_bytes: None, ..chunked };
         assert!(orphan.check_chunks().is_err());
+    }
+
+    #[test]
+    fn statuses_verify_only_unchanged_and_from_their_device() {
+        let device = crate::update::sign::generate().unwrap();
+        let other = crate::update::sign::generate().unwrap();
+        let public = device.verifying_key();
+        let s = Status::new(Some("push-1"), "door", State::Active).version("7").signed(&device, "pi");
+        assert!(s.verify(&public, "pi"));
+        let back: Status = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert!(back.verify(&public, "pi"), "survives the wire");
+        assert!(!s.verify(&public, "pi2"), "another device's id");
+        assert!(!Status { version: Some("8".into()), ..s.clone() }.verify(&public, "pi"));
+        assert!(!Status { state: State::Rejected, ..s.clone() }.verify(&public, "pi"));
+        assert!(!Status { id: Some("push-2".into()), ..s.clone() }.verify(&public, "pi"), "another push");
+        assert!(!Status { signature: None, ..s.clone() }.verify(&public, "pi"), "unsigned");
+        let forged = Status::new(Some("push-1"), "door", State::Active).version("7").signed(&other, "pi");
+        assert!(!forged.verify(&public, "pi"), "another key");
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct Target {
     pub device: String,
     /// Seconds to wait for each answer.
     pub timeout: Duration,
+    /// The device's public key (`edge-agent device-key` on it): statuses not signed with it are
+    /// ignored. Without it every status is believed, as anyone allowed to publish on the
+    /// status topic could forge one.
+    pub device_key: Option<ed25519_dalek::VerifyingKey>,
 }
 
 /// Signs and sends `head_bytes` to `slot`; returns the final status (`active`).
@@ -145,8 +149,11 @@ async fn exchange(
     };
     let mut first = Some(first);
     let total = payload.map(|p| p.len() as u64).unwrap_or(0);
+    // the wait is for the device's answers: other traffic (pings, ignored statuses) must not
+    // stretch it
+    let mut deadline = tokio::time::Instant::now() + target.timeout;
     loop {
-        let event = tokio::time::timeout(target.timeout, events.poll())
+        let event = tokio::time::timeout_at(deadline, events.poll())
             .await
             .map_err(|_| PushError::Timeout { device: target.device.clone(), secs: target.timeout.as_secs() })?
             .map_err(|e| PushError::Broker(e.to_string()))?;
@@ -164,6 +171,13 @@ async fn exchange(
         if status.id.as_deref() != Some(id) {
             continue;
         }
+        if let Some(key) = &target.device_key
+            && !status.verify(key, &target.device)
+        {
+            tracing::warn!(state = ?status.state, "a status not signed by the device was ignored (forged, or another device's)");
+            continue;
+        }
+        deadline = tokio::time::Instant::now() + target.timeout;
         on_status(&status);
         match status.state {
             State::Received => {

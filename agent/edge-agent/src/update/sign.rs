@@ -66,6 +66,37 @@ pub fn read_secret(path: &Path) -> Result<SigningKey, SignError> {
     Ok(SigningKey::from_bytes(&seed))
 }
 
+/// The device's own key, `<state_dir>/device.secret` (the seed, mode 0600), made on first use
+/// with `device.pub` beside it. It signs the update statuses; `edge-agent device-key` prints
+/// the public half for `push --device-key`.
+pub fn device_key(state_dir: &Path) -> Result<SigningKey, SignError> {
+    let secret = state_dir.join("device.secret");
+    match read_secret(&secret) {
+        Ok(key) => return Ok(key),
+        Err(SignError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(state_dir).map_err(|source| SignError::Io { path: state_dir.to_path_buf(), source })?;
+    let key = generate()?;
+    match write_pair(&key, &state_dir.join("device")) {
+        Ok(_) => {
+            // the key must survive a power cut once statuses signed with it have left
+            if let Ok(f) = std::fs::File::open(&secret) {
+                let _ = f.sync_all();
+            }
+            if let Ok(d) = std::fs::File::open(state_dir) {
+                let _ = d.sync_all();
+            }
+            Ok(key)
+        }
+        // another process made it first: use theirs
+        Err(SignError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_secret(&secret)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Base64 signature of `message`.
 pub fn sign(key: &SigningKey, message: &[u8]) -> String {
     B64.encode(key.sign(message).to_bytes())
@@ -98,6 +129,18 @@ mod tests {
         assert!(matches!(verify(&trusted, b"manifest", "not base64!"), Err(SignError::Encoding)));
         assert!(public_key(&encode_public(&a.verifying_key())).is_ok());
         assert!(public_key("AAAA").is_err());
+    }
+
+    #[test]
+    fn the_device_key_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let first = device_key(&state).unwrap();
+        assert_eq!(device_key(&state).unwrap().to_bytes(), first.to_bytes(), "read back, not made again");
+        let public = std::fs::read_to_string(state.join("device.pub")).unwrap();
+        assert_eq!(public.trim(), encode_public(&first.verifying_key()));
+        std::fs::write(state.join("device.secret"), "garbage").unwrap();
+        assert!(matches!(device_key(&state), Err(SignError::SecretKey { .. })), "a damaged key is an error, not replaced");
     }
 
     #[test]

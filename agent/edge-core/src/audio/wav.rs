@@ -40,8 +40,15 @@ pub fn list(path: &str) -> Result<Vec<PathBuf>, AudioError> {
 
 /// Reads a whole WAV file (PCM 8/16/24/32-bit or float) as 16 kHz mono.
 pub fn read_16k(path: &Path) -> Result<Vec<f32>, AudioError> {
-    let err = |m: String| AudioError::File { path: path.display().to_string(), message: m };
-    let mut reader = hound::WavReader::open(path).map_err(|e| err(e.to_string()))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| AudioError::File { path: path.display().to_string(), message: e.to_string() })?;
+    read_16k_from(std::io::BufReader::new(file), &path.display().to_string())
+}
+
+/// Reads a whole WAV stream (`name` for errors) as 16 kHz mono, like [`read_16k`].
+pub fn read_16k_from<R: std::io::Read>(reader: R, name: &str) -> Result<Vec<f32>, AudioError> {
+    let err = |m: String| AudioError::File { path: name.to_string(), message: m };
+    let mut reader = hound::WavReader::new(reader).map_err(|e| err(e.to_string()))?;
     let spec = reader.spec();
     if spec.channels == 0 || spec.sample_rate == 0 {
         return Err(err("no channels or no sample rate".into()));

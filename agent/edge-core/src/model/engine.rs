@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -42,6 +43,10 @@ pub struct LoadedModel {
     /// For each output the decoder reads (in the manifest's order), its index in the plan.
     output_index: Vec<usize>,
     pub load_time: Duration,
+    /// Inferences completed and failed since loading (the warm-up included): what a pushed
+    /// model's probation watches.
+    runs: AtomicU64,
+    failures: AtomicU64,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -95,7 +100,15 @@ impl LoadedModel {
             output_index.push(i);
         }
         let plan = model.into_runnable().map_err(load_err)?;
-        let loaded = LoadedModel { entry, precision, plan, output_index, load_time: Duration::ZERO };
+        let loaded = LoadedModel {
+            entry,
+            precision,
+            plan,
+            output_index,
+            load_time: Duration::ZERO,
+            runs: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        };
         let zero = Tensor::zero::<f32>(&input_shape(&loaded.entry.manifest.input)).map_err(load_err)?;
         loaded.run(zero).map_err(|e| EngineError::Load { path: path.clone(), message: format!("warm-up: {e}") })?;
         Ok(LoadedModel { load_time: started.elapsed(), ..loaded })
@@ -109,10 +122,19 @@ impl LoadedModel {
         &self.entry.manifest.version
     }
 
+    /// Inferences completed, and failed, since loading.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.runs.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed))
+    }
+
     /// Runs one inference; returns the decoder's outputs in manifest order and the time taken.
     pub fn run(&self, input: Tensor) -> Result<(Vec<TValue>, Duration), EngineError> {
         let started = Instant::now();
-        let outputs = self.plan.run(tvec!(input.into())).map_err(|e| EngineError::Run(format!("{e:#}")))?;
+        let outputs = self.plan.run(tvec!(input.into())).map_err(|e| {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            EngineError::Run(format!("{e:#}"))
+        })?;
+        self.runs.fetch_add(1, Ordering::Relaxed);
         let elapsed = started.elapsed();
         let picked = self.output_index.iter().map(|&i| outputs[i].clone()).collect();
         Ok((picked, elapsed))

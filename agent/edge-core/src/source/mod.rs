@@ -109,8 +109,21 @@ pub const MAX_IMAGE_SIDE: u32 = 16_384;
 
 /// Decodes an image file to RGB, refusing absurd sizes before allocating.
 pub fn decode_image_file(path: &Path) -> Result<RgbImage, SourceError> {
-    let err = |message: String| SourceError::Image { path: path.display().to_string(), message };
-    let mut reader = image::ImageReader::open(path).map_err(|e| err(e.to_string()))?;
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| SourceError::Image { path: path.display().to_string(), message: e.to_string() })?;
+    decode_image(reader, &path.display().to_string())
+}
+
+/// Decodes an image held in memory (`name` for errors), like [`decode_image_file`].
+pub fn decode_image_bytes(bytes: &[u8], name: &str) -> Result<RgbImage, SourceError> {
+    decode_image(image::ImageReader::new(std::io::Cursor::new(bytes)), name)
+}
+
+fn decode_image<R: std::io::BufRead + std::io::Seek>(
+    mut reader: image::ImageReader<R>,
+    name: &str,
+) -> Result<RgbImage, SourceError> {
+    let err = |message: String| SourceError::Image { path: name.to_string(), message };
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);

@@ -14,6 +14,10 @@ impl Manager {
         if self.slots.contains_key(slot) || self.models.values().any(|m| m.name == slot) {
             self.show(&format!("{slot}/last_update"), &status);
         }
+        let status = match &self.device_key {
+            Some(key) => status.signed(key, &self.device),
+            None => status,
+        };
         let Some(payload) = json(&status, slot) else { return };
         self.emit(Outgoing { topic: self.topics.update_status(slot), payload, retain: false });
     }

@@ -37,6 +37,7 @@ use edge_core::store::valid_version;
 mod announce;
 mod claims;
 mod housekeeping;
+mod probation;
 
 /// A message from the broker on an update topic.
 pub struct Incoming {
@@ -83,6 +84,10 @@ pub struct Manager {
     out: mpsc::Sender<Outgoing>,
     /// The status page's state, told what is published about each slot and model.
     view: Option<Arc<crate::view::Hub>>,
+    /// Signs every status (see `Status::signature`).
+    device_key: Option<ed25519_dalek::SigningKey>,
+    /// Pushed models on probation, by `<name>@<precision>`.
+    probation: BTreeMap<String, probation::Watch>,
 }
 
 /// A rejection: the reason goes back to the sender.
@@ -108,7 +113,15 @@ impl Manager {
             transfers: BTreeMap::new(),
             out,
             view: None,
+            device_key: None,
+            probation: BTreeMap::new(),
         }
+    }
+
+    /// Sign every status with the device's own key.
+    pub fn with_device_key(mut self, key: ed25519_dalek::SigningKey) -> Manager {
+        self.device_key = Some(key);
+        self
     }
 
     /// Also tell the status page what each slot and model serves and how updates went.
@@ -125,6 +138,7 @@ impl Manager {
         for m in self.models.values() {
             self.publish_model(m);
         }
+        self.watch_restored();
         // events from opening the slots (a stored head that failed to load) come first
         while let Ok(e) = events.try_recv() {
             self.on_event(e);
@@ -139,10 +153,13 @@ impl Manager {
                 default(Duration::from_millis(250)) => {}
             }
             self.expire_idle();
+            self.check_probation();
         }
     }
 
-    pub(crate) fn on_message(&mut self, m: &Incoming) {
+    /// Handles one message. The updates thread calls it through a panic guard; tests and the
+    /// fuzzer (`agent/fuzz`) call it directly, so a panic is seen.
+    pub fn on_message(&mut self, m: &Incoming) {
         let Some(slot) = slot_of_topic(&self.topics.base(), &m.topic) else { return };
         let slot = slot.to_string();
         let request = match parse(&m.payload) {
@@ -381,10 +398,12 @@ impl Manager {
                 })?;
                 self.send(name, status(State::Verified));
                 store
-                    .activate(&version)
+                    .begin_probation(&version)
+                    .and_then(|_| store.activate(&version))
                     .and_then(|_| store.set_last_issued_at_ms(t.manifest.issued_at_ms))
                     .map_err(persist)?;
                 m.shared.store(Arc::new(loaded));
+                self.watch(m);
                 tracing::info!(model = %name, %version, verify_ms = started.elapsed().as_secs_f64() * 1e3, "model active");
                 self.send(name, status(State::Active));
                 self.publish_model(m);
