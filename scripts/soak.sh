@@ -8,12 +8,12 @@
 #
 #   scripts/soak.sh [minutes=60] [interval_s=30] [push_every_min=10] [warmup_min=5]
 #
-# Build first: cargo build --release
+# Build first: cargo build --release (or EDGE_AGENT_BIN=path/to/edge-agent)
 set -euo pipefail
 minutes=${1:-60}; interval=${2:-30}; push_every=${3:-10}; warmup=${4:-5}
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
-bin="$target/release/edge-agent"
+bin=${EDGE_AGENT_BIN:-$target/release/edge-agent}
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 mosq=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 [ -x "$mosq" ] || { echo "needs mosquitto" >&2; exit 1; }
@@ -65,9 +65,9 @@ while [ "$(date +%s)" -lt "$end" ]; do
   now=$(date +%s)
   if [ "$now" -ge "$next_push" ]; then
     pushes=$(( pushes + 1 )); next_push=$(( next_push + push_every * 60 ))
-    ea head train --data "$root/tests/fixtures/heads/faces" --out "$work/head.safetensors" --name faces \
+    ea head train --data "$root/tests/fixtures/heads/digits" --out "$work/head.safetensors" --name faces \
       --version "$pushes" >/dev/null 2>&1
-    if ea push --device soak --port "$port" --key "$work/ops.secret" --head "$work/head.safetensors" --slot faces \
+    if ea push --device soak --port "$port" --key "$work/ops.secret" --device-key "$work/state/device.pub" --head "$work/head.safetensors" --slot faces \
       2>/dev/null | grep -q '"active"'; then :; else echo "push $pushes did not become active" >&2; fi
   fi
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$agent/status")

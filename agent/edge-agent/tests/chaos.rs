@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::{Message, Mosquitto, collect_until, sigterm, subscribe_durable};
+use common::{Message, Mosquitto, collect_until, subscribe_durable};
 
 /// rumqttc's in-flight window: at most this many messages can be delivered without their
 /// acknowledgement reaching the agent when a connection dies, and so be sent again.
@@ -116,8 +116,19 @@ fn results_survive_a_broker_killed_every_few_seconds() {
         max_rss = max_rss.max(rss_kib(pid));
     }
     longest_silence = longest_silence.max(last_ping.elapsed());
-    sigterm(&mut agent);
-    assert!(agent.wait().unwrap().success(), "the agent must stop cleanly");
+    // the stop drains every pipeline (queued utterances are transcribed) within the agent's
+    // own deadline, which the wait here exceeds
+    let stopping = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let status = loop {
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopping.elapsed() < Duration::from_secs(45), "the agent did not stop within its 30 s deadline");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stop_took = stopping.elapsed();
+    assert!(status.success(), "the agent must stop cleanly: {status}");
     // a last run with the broker steady delivers what the first left in its outbox
     let quiet = dir.path().join("quiet.toml");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -164,7 +175,7 @@ fn results_survive_a_broker_killed_every_few_seconds() {
     }
     eprintln!(
         "chaos {secs} s, seed {}, {kills} broker kills\n{}\nrss: {warm_rss} KiB after warm-up, {max_rss} KiB at most; \
-         watchdog: {pings} keep-alives, longest gap {longest_silence:?}",
+         watchdog: {pings} keep-alives, longest gap {longest_silence:?}; the stop took {stop_took:?}",
         env_or("CHAOS_SEED", 7),
         report.join("\n")
     );
