@@ -53,8 +53,17 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 /// `edge-agent run --config FILE`.
 pub fn run(path: &Path, models_dir: Option<&Path>) -> Result<ExitCode> {
     let config = load_config(path, models_dir)?;
-    runtime()?.block_on(serve(config, shutdown_signal()))?;
+    finish(runtime()?, serve(config, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `main` to its end, then lets the runtime go without waiting for blocking work still
+/// running: past the stop deadline a pipeline thread may still be busy (a long transcription),
+/// and dropping the runtime would wait for it, so the deadline would not be one.
+pub fn finish<T>(rt: tokio::runtime::Runtime, main: impl std::future::Future<Output = T>) -> T {
+    let outcome = rt.block_on(main);
+    rt.shutdown_timeout(Duration::from_millis(500));
+    outcome
 }
 
 /// Resolves on SIGINT or SIGTERM.

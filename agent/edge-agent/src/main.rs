@@ -484,7 +484,7 @@ fn error_line(path: &std::path::Path, message: &str) -> serde_json::Value {
 /// `run` without a config: the demo, in builds that have it.
 #[cfg(feature = "demo")]
 fn demo(models_dir: Option<&std::path::Path>) -> Result<std::process::ExitCode> {
-    edge_agent::app::runtime()?.block_on(edge_agent::demo::run(models_dir))
+    edge_agent::app::finish(edge_agent::app::runtime()?, edge_agent::demo::run(models_dir))
 }
 
 #[cfg(not(feature = "demo"))]

@@ -116,7 +116,9 @@ impl AudioPipeline {
 
         // a sound card does not wait: capture stays in the process's own class
         let (n, st) = (name.clone(), stats.clone());
-        let src = spawn_stage("src", &name, Class::Helper, move || source_loop(&n, &source, &cancel, &block_tx, &st))?;
+        let source_cancel = cancel.clone();
+        let src =
+            spawn_stage("src", &name, Class::Helper, move || source_loop(&n, &source, &source_cancel, &block_tx, &st))?;
         let (n, st, sk) = (name.clone(), stats.clone(), sinks.clone());
         let vad_thread = spawn_stage("vad", &name, Class::Inference, move || {
             let model = SileroVad::with_plan(vad_plan)
@@ -124,9 +126,10 @@ impl AudioPipeline {
             vad_loop(Vad { pipeline: n, settings: vad, stats: st, sinks: sk }, model, &block_rx, &utt_tx);
             Ok(())
         })?;
-        let (n, st) = (name.clone(), stats.clone());
+        let (n, st, stop) = (name.clone(), stats.clone(), cancel.clone());
         let asr = spawn_stage("asr", &name, Class::Inference, move || {
-            edge_core::model::with_threads(threads, || asr_loop(&n, &describe, &whisper, &utt_rx, &st, &sinks));
+            let asr = Asr { name: &n, source: &describe, whisper: &whisper, stats: &st, sinks: &sinks, stop };
+            edge_core::model::with_threads(threads, || asr_loop(&asr, &utt_rx));
             Ok(())
         })?;
         Ok(Running { name, stats, threads: vec![src, vad_thread, asr] })
@@ -217,15 +220,26 @@ fn vad_loop(vad: Vad, mut model: SileroVad, blocks: &LinkReceiver<Block>, uttera
     edges.handle(seg.flush(), stream_start.unwrap_or_else(SystemTime::now));
 }
 
+/// Transcription a stop still waits for: utterances queued when the agent is asked to stop
+/// are transcribed for this long after it; the rest are counted and let go, so that what was
+/// already made reaches the outbox within the stop deadline (`agent.shutdown_timeout_secs`).
+const STOP_BUDGET: Duration = Duration::from_secs(5);
+
+/// What the `asr-*` thread works with.
+struct Asr<'a> {
+    name: &'a str,
+    source: &'a str,
+    whisper: &'a Whisper,
+    stats: &'a PipelineStats,
+    sinks: &'a Sinks,
+    stop: CancellationToken,
+}
+
 /// `asr-*`: Whisper on each utterance; every non-empty text becomes a transcript event.
-fn asr_loop(
-    name: &str,
-    source: &str,
-    whisper: &Whisper,
-    utterances: &LinkReceiver<Spoken>,
-    stats: &PipelineStats,
-    sinks: &Sinks,
-) {
+fn asr_loop(asr: &Asr, utterances: &LinkReceiver<Spoken>) {
+    let Asr { name, source, whisper, stats, sinks, .. } = *asr;
+    let mut stopping: Option<std::time::Instant> = None;
+    let mut skipped = 0u64;
     let model = ModelInfo {
         name: whisper.name.clone(),
         version: whisper.version.clone(),
@@ -233,6 +247,10 @@ fn asr_loop(
     };
     let mut seq = 0u64;
     for spoken in utterances.iter() {
+        if asr.stop.is_cancelled() && stopping.get_or_insert_with(std::time::Instant::now).elapsed() > STOP_BUDGET {
+            skipped += 1;
+            continue;
+        }
         let u = &spoken.utterance;
         let t = match whisper.transcribe(&u.samples) {
             Ok(t) => t,
@@ -265,6 +283,10 @@ fn asr_loop(
             return;
         }
         stats.results.fetch_add(1, Ordering::Relaxed);
+    }
+    if skipped > 0 {
+        stats.errors.fetch_add(skipped, Ordering::Relaxed);
+        tracing::warn!(pipeline = %name, utterances = skipped, "not transcribed: still queued when the stop's transcription time ran out");
     }
 }
 
