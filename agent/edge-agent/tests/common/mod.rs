@@ -35,7 +35,8 @@ pub fn agent() -> Command {
         }
         None => Command::new(bin),
     };
-    c.arg("--models-dir").arg(models()).env("RUST_LOG", "warn");
+    // EDGE_TEST_LOG=info shows what the agents of a failing test were doing
+    c.arg("--models-dir").arg(models()).env("RUST_LOG", std::env::var("EDGE_TEST_LOG").unwrap_or_else(|_| "warn".into()));
     c
 }
 
