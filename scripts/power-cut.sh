@@ -64,6 +64,12 @@ sinks = [{ type = "mqtt" }, { type = "jsonl", path = "$3/b.jsonl" }]
 TOML
 }
 
+# a process still dying may hold the mount a moment
+unmount() {
+  for _ in $(seq 1 20); do umount "$mnt" 2>/dev/null && return; sleep 0.5; done
+  umount -l "$mnt"
+}
+
 # seqs per pipeline found in an outbox folder, read as the agent reads it
 read_outbox() {
   python3 - "$1" <<'PY'
@@ -105,7 +111,7 @@ for policy in never interval always; do
     # the wear: what this run writes to the disk in the end, the kernel's later writeback too
     sync -f "$mnt/"
     sectors1=$(awk '{print $7}' "/sys/block/$blk/stat")
-    umount "$mnt"
+    unmount
     # reboot
     e2fsck -fy "$work/after-cut.img" >/dev/null 2>&1 || true
     mount -o loop "$work/after-cut.img" "$mnt"
@@ -114,7 +120,7 @@ for policy in never interval always; do
     config "$policy" "$mnt/state" "$work" | sed 's/loop = true/loop = false/' > "$work/check.toml"
     reported=$(RUST_LOG=info timeout 10 "$bin" --models-dir "$root/models" run --config "$work/check.toml" 2>&1 \
       | sed -n 's/.*wait in the outbox.*messages[^0-9]*\([0-9]*\).*/\1/p' | head -1 || true)
-    umount "$mnt"
+    unmount
     made=$(cat "$truth"/a.jsonl "$truth"/b.jsonl 2>/dev/null | wc -l)
     lost=$(python3 - "$truth" "$work/recovered" <<'PY'
 import json, sys
