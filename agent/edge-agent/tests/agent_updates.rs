@@ -400,6 +400,7 @@ fn a_pushed_detector_that_never_passes_probation_is_rolled_back_at_a_later_start
 
     // a probation it passes: the marker goes, and a hard stop afterwards keeps the model
     write_config(3);
+    while rx.try_recv().is_ok() {}
     let mut running = Running::agent(&cfg);
     assert_eq!(next_detection(&rx).0, "1.0.0");
     push("3");

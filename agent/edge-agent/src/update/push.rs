@@ -120,6 +120,9 @@ pub async fn rollback(
     exchange(target, slot, &id, req, None, on_status).await
 }
 
+/// How long `push` waits for the device's first answer before it sends its request again.
+const RESEND_FIRST: Duration = Duration::from_secs(10);
+
 /// Publishes `first`, then answers `received` statuses with chunks of `payload` until a final
 /// state arrives.
 async fn exchange(
@@ -147,20 +150,30 @@ async fn exchange(
             client.publish(topic, QoS::AtLeastOnce, false, body).await.map_err(broker)
         }
     };
-    let mut first = Some(first);
     let total = payload.map(|p| p.len() as u64).unwrap_or(0);
     // the wait is for the device's answers: other traffic (pings, ignored statuses) must not
     // stretch it
     let mut deadline = tokio::time::Instant::now() + target.timeout;
+    // the first request is sent again until the device answers: a device that has just
+    // (re)connected may not have subscribed yet, and the broker drops what nobody takes. The
+    // same signed request twice is harmless (the device resumes its own transfer).
+    let (mut resend_at, mut answered) = (None::<tokio::time::Instant>, false);
     loop {
-        let event = tokio::time::timeout_at(deadline, events.poll())
-            .await
-            .map_err(|_| PushError::Timeout { device: target.device.clone(), secs: target.timeout.as_secs() })?
-            .map_err(|e| PushError::Broker(e.to_string()))?;
+        let wake = resend_at.filter(|_| !answered).map_or(deadline, |r| r.min(deadline));
+        let event = match tokio::time::timeout_at(wake, events.poll()).await {
+            Ok(event) => event.map_err(|e| PushError::Broker(e.to_string()))?,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                send(first.clone()).await?;
+                resend_at = Some(tokio::time::Instant::now() + RESEND_FIRST);
+                continue;
+            }
+            Err(_) => return Err(PushError::Timeout { device: target.device.clone(), secs: target.timeout.as_secs() }),
+        };
         let publish = match event {
             Event::Incoming(Packet::SubAck(_)) => {
-                if let Some(req) = first.take() {
-                    send(req).await?;
+                if resend_at.is_none() {
+                    send(first.clone()).await?;
+                    resend_at = Some(tokio::time::Instant::now() + RESEND_FIRST);
                 }
                 continue;
             }
@@ -178,6 +191,7 @@ async fn exchange(
             continue;
         }
         deadline = tokio::time::Instant::now() + target.timeout;
+        answered = true;
         on_status(&status);
         match status.state {
             State::Received => {
