@@ -8,4 +8,4 @@ set -euo pipefail
 minutes=${1:-5}; seed=${2:-7}
 cd "$(dirname "$0")/.."
 CHAOS_SECS=$(( minutes * 60 )) CHAOS_SEED=$seed \
-  cargo test -p edge-agent --test chaos -- --nocapture 2>&1 | grep -v "MQTT broker unreachable\|MQTT connection lost"
+  cargo test --all-features --test chaos -- --nocapture 2>&1 | grep -v "MQTT broker unreachable\|MQTT connection lost"
