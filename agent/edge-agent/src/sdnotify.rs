@@ -82,7 +82,9 @@ impl Progress {
         let now = std::time::Instant::now();
         self.last.resize(snapshots.len(), (0, now));
         snapshots.iter().zip(self.last.iter_mut()).all(|(s, (done, since))| {
-            let finished = s.frames_done + s.errors;
+            // results count too: a speech pipeline whose transcription is behind blocks its
+            // VAD (no block done) while Whisper still finishes utterances
+            let finished = s.frames_done + s.errors + s.results;
             let waiting = s.frames_in > s.frames_done + s.dropped + s.errors;
             if finished > *done || !waiting {
                 *since = now;
