@@ -224,8 +224,8 @@ fn push_over_broker(backbone_sha: &str, digits: &Head, imagenet: &Head) {
     };
     let slots = std::collections::BTreeMap::from([("bench".to_string(), slot.clone())]);
     let device_key = edge_agent::update::sign::generate().unwrap();
-    let manager = Manager::new("bench", topics, settings, slots, Default::default(), out_tx)
-        .with_device_key(device_key.clone());
+    let manager =
+        Manager::new("bench", topics, settings, slots, Default::default(), out_tx).with_device_key(device_key.clone());
     std::thread::spawn(move || manager.run(req_rx, crossbeam_channel::never()));
     std::thread::sleep(Duration::from_millis(300));
 

@@ -187,7 +187,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     // updates are verified and applied on their own thread (file and model work is blocking)
     let (updates_tx, updates_rx) = crossbeam_channel::bounded(UPDATE_QUEUE);
     let device_key = crate::update::sign::device_key(&config.agent.state_dir).with_context(|| {
-        format!("the device's status key in {} (agent.state_dir; remove a damaged device.secret to make a new one)", config.agent.state_dir.display())
+        format!(
+            "the device's status key in {} (agent.state_dir; remove a damaged device.secret to make a new one)",
+            config.agent.state_dir.display()
+        )
     })?;
     tracing::info!(key = %crate::update::sign::encode_public(&device_key.verifying_key()), "device key (update statuses are signed with it; `push --device-key`)");
     let manager = crate::update::manager::Manager::new(

@@ -374,7 +374,10 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             // only read: made here by another user, the service could not read it
             let file = state_dir.join("device.secret");
             let key = edge_agent::update::sign::read_secret(&file).with_context(|| {
-                format!("reading {} (the agent makes it on its first start; run this as root or as the service's user)", file.display())
+                format!(
+                    "reading {} (the agent makes it on its first start; run this as root or as the service's user)",
+                    file.display()
+                )
             })?;
             println!("{}", edge_agent::update::sign::encode_public(&key.verifying_key()));
         }

@@ -82,7 +82,12 @@ fn results_survive_a_broker_killed_every_few_seconds() {
     let rx = subscribe_durable(broker.port, "watch-chaos", "edge-agent/chaos/#");
     std::thread::sleep(Duration::from_millis(2500)); // the durable session is saved
     let mut cmd = common::agent();
-    cmd.env("RUST_LOG", "info").arg("run").arg("--config").arg(&path).env("NOTIFY_SOCKET", &notify).env("WATCHDOG_USEC", "60000000");
+    cmd.env("RUST_LOG", "info")
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &notify)
+        .env("WATCHDOG_USEC", "60000000");
     let mut agent = common::Running::spawn(cmd);
     let pid = agent.id();
 
@@ -195,7 +200,10 @@ fn results_survive_a_broker_killed_every_few_seconds() {
     assert!(total_dups <= kills as usize * IN_FLIGHT, "{total_dups} duplicates for {kills} kills");
     assert!(max_rss < 768 * 1024, "resident memory reached {max_rss} KiB");
     if secs >= 120 {
-        assert!(late_rss < mid_rss + mid_rss / 10, "resident memory grew from {mid_rss} KiB (first half) to {late_rss} KiB");
+        assert!(
+            late_rss < mid_rss + mid_rss / 10,
+            "resident memory grew from {mid_rss} KiB (first half) to {late_rss} KiB"
+        );
     }
     // keep-alives every half period (30 s); a pipeline without progress for a period (60 s)
     // withholds them. The period is long because a test build's Whisper takes ~35 s an

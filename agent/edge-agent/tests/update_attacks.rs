@@ -229,8 +229,9 @@ fn forge_statuses(port: u16, forger: ed25519_dalek::SigningKey) {
     std::thread::spawn(move || {
         for m in requests {
             let Ok(Request::Begin { id, .. }) = serde_json::from_slice::<Request>(&m.payload) else { continue };
-            let status = edge_agent::update::protocol::Status::new(Some(&id), SLOT, edge_agent::update::protocol::State::Active)
-                .version("forged");
+            let status =
+                edge_agent::update::protocol::Status::new(Some(&id), SLOT, edge_agent::update::protocol::State::Active)
+                    .version("forged");
             for s in [status.clone(), status.signed(&forger, DEVICE)] {
                 publish(port, &format!("{TOPIC}/status"), &serde_json::to_vec(&s).unwrap());
             }

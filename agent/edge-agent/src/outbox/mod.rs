@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::mqtt::Outgoing;
-pub use segment::{decode_all, encode};
 use segment::Segment;
+pub use segment::{decode_all, encode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {

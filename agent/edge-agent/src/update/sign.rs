@@ -90,9 +90,7 @@ pub fn device_key(state_dir: &Path) -> Result<SigningKey, SignError> {
             Ok(key)
         }
         // another process made it first: use theirs
-        Err(SignError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
-            read_secret(&secret)
-        }
+        Err(SignError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => read_secret(&secret),
         Err(e) => Err(e),
     }
 }
@@ -140,7 +138,10 @@ mod tests {
         let public = std::fs::read_to_string(state.join("device.pub")).unwrap();
         assert_eq!(public.trim(), encode_public(&first.verifying_key()));
         std::fs::write(state.join("device.secret"), "garbage").unwrap();
-        assert!(matches!(device_key(&state), Err(SignError::SecretKey { .. })), "a damaged key is an error, not replaced");
+        assert!(
+            matches!(device_key(&state), Err(SignError::SecretKey { .. })),
+            "a damaged key is an error, not replaced"
+        );
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub fn agent() -> Command {
         None => Command::new(bin),
     };
     // EDGE_TEST_LOG=info shows what the agents of a failing test were doing
-    c.arg("--models-dir").arg(models()).env("RUST_LOG", std::env::var("EDGE_TEST_LOG").unwrap_or_else(|_| "warn".into()));
+    c.arg("--models-dir")
+        .arg(models())
+        .env("RUST_LOG", std::env::var("EDGE_TEST_LOG").unwrap_or_else(|_| "warn".into()));
     c
 }
 

@@ -54,7 +54,10 @@ impl Manager {
             let (runs, failures) = active.counts();
             let (runs, failures) = (runs.saturating_sub(w.base.0), failures.saturating_sub(w.base.1));
             if failures >= PROBATION_FAILURES {
-                done.push((key.clone(), Some(format!("{failures} failed inferences on probation (after {runs} good)"))));
+                done.push((
+                    key.clone(),
+                    Some(format!("{failures} failed inferences on probation (after {runs} good)")),
+                ));
             } else if runs >= needed {
                 tracing::info!(model = %m.name, version = %w.version, inferences = runs, "model passed probation");
                 done.push((key.clone(), None));
@@ -91,7 +94,8 @@ impl Manager {
         m.shared.store(Arc::new(loaded));
         let restored = m.active_version();
         tracing::error!(model = %m.name, %failed, %restored, %reason, "model failed probation; rolled back");
-        let status = Status::new(None, &m.name, State::RolledBack).version(&restored).reason(format!("{failed}: {reason}"));
+        let status =
+            Status::new(None, &m.name, State::RolledBack).version(&restored).reason(format!("{failed}: {reason}"));
         self.send(&m.name, status);
         self.publish_model(m);
     }
