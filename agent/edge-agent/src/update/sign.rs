@@ -81,11 +81,10 @@ pub fn device_key(state_dir: &Path) -> Result<SigningKey, SignError> {
     match write_pair(&key, &state_dir.join("device")) {
         Ok(_) => {
             // the key must survive a power cut once statuses signed with it have left
-            if let Ok(f) = std::fs::File::open(&secret) {
-                let _ = f.sync_all();
-            }
-            if let Ok(d) = std::fs::File::open(state_dir) {
-                let _ = d.sync_all();
+            for path in [secret.as_path(), state_dir] {
+                std::fs::File::open(path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|source| SignError::Io { path: path.to_path_buf(), source })?;
             }
             Ok(key)
         }
