@@ -88,21 +88,19 @@ impl ModelTarget {
     pub fn restore(&self) -> Vec<(String, String)> {
         let mut failed = Vec::new();
         while let Some(version) = self.store.current() {
-            let on_probation = self.store.probation().is_some_and(|(v, _)| v == version);
-            let attempt = if on_probation {
-                match self.store.probation() {
-                    Some((_, starts)) if starts >= PROBATION_STARTS => Err(format!(
-                        "still on probation after {starts} restarts: it stalled or stopped the agent before \
-                         passing {PROBATION_STARTS} times"
-                    )),
-                    _ => self
-                        .store
-                        .count_probation_start(&version)
-                        .map_err(|e| format!("cannot count its probation start: {e}"))
-                        .and_then(|_| self.load_version(&version)),
-                }
-            } else {
-                self.load_version(&version)
+            let starts = self.store.probation().filter(|(v, _)| *v == version).map(|(_, n)| n);
+            let on_probation = starts.is_some();
+            let attempt = match starts {
+                Some(starts) if starts >= PROBATION_STARTS => Err(format!(
+                    "still on probation after {starts} restarts: it stalled or stopped the agent before \
+                     passing {PROBATION_STARTS} times"
+                )),
+                Some(_) => self
+                    .store
+                    .count_probation_start(&version)
+                    .map_err(|e| format!("cannot count its probation start: {e}"))
+                    .and_then(|_| self.load_version(&version)),
+                None => self.load_version(&version),
             };
             match attempt {
                 Ok(m) => {
