@@ -97,13 +97,13 @@ pub(super) fn candidates(
         .filter(k4)
         .collect();
     others.sort_by_key(|s| std::cmp::Reverse(s.0.mr() * s.0.nr()));
-    let widest_other = others.into_iter().next();
+    let widest_other = others.into_iter().next().map(prefer_plain);
     if k < 64 {
         return Ok(widest_other.into_iter().collect());
     }
     let (mmm, packing, extractor) = dispatch.pick(&q).context("no i8 x i8 -> i32 product kernel on this core")?;
     ensure!(extractor.is_none(), "the picked kernel needs a panel extractor");
-    let first = (mmm, packing);
+    let first = prefer_plain((mmm, packing));
     if !k4(&first) {
         return Ok(widest_other.into_iter().collect());
     }
@@ -112,6 +112,82 @@ pub(super) fn candidates(
         out.extend(widest_other);
     }
     Ok(out)
+}
+
+/// Whether a kernel's activations are in a plain (not K=4-interleaved) layout: the widening
+/// kernels of cores without a dot-product instruction.
+fn is_plain(s: &(Box<dyn MatMatMul>, usize)) -> bool {
+    s.0.packings()[s.1].1.downcast_ref::<PackedI8K4>().is_none()
+}
+
+/// `kernel` or, where it is a plain-layout one, the plain-layout kernel measured fastest on
+/// this core (once per process, [`fastest_plain`]). Which one that is cannot be read off the
+/// instruction set: on this project's AVX2-only test machine (Zen 3 under KVM), tract's ymm
+/// `avx2_mmm_i32_8x8` ran an i8 product at 0.43 GMAC/s, its inner loop's one legacy-SSE load
+/// stalling every step, while the xmm `avx_mmm_i32_8x4` it is meant to supersede does not
+/// have that load. Every candidate computes the same exact sums.
+fn prefer_plain(kernel: (Box<dyn MatMatMul>, usize)) -> (Box<dyn MatMatMul>, usize) {
+    if !is_plain(&kernel) {
+        return kernel;
+    }
+    let Some(name) = fastest_plain() else { return kernel };
+    if kernel.0.name() == name {
+        return kernel;
+    }
+    let q = query(64, 256, Some(256));
+    MmmDispatch::native()
+        .suitable(&q)
+        .into_iter()
+        .find(|s| s.0.name() == name && s.2.is_none())
+        .map(|s| (s.0, s.1))
+        .unwrap_or(kernel)
+}
+
+/// The name of the fastest plain-layout i8 kernel of this core that is not a generic
+/// (portable Rust) one, timed once on a 64 × 256 by 256 × 256 product; `None` when there is
+/// no choice to make.
+fn fastest_plain() -> Option<&'static str> {
+    static CHOICE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    CHOICE
+        .get_or_init(|| {
+            let (m, k, n) = (64, 256, 256);
+            let options: Vec<_> = MmmDispatch::native()
+                .suitable(&query(m, k, Some(n)))
+                .into_iter()
+                .filter(|s| s.2.is_none() && !s.0.name().starts_with("generic"))
+                .map(|s| (s.0, s.1))
+                .filter(is_plain)
+                .collect();
+            if options.len() < 2 {
+                return None;
+            }
+            let w: Vec<i8> = (0..m * k).map(|i| (i % 251) as i8).collect();
+            let x = vec![128u8; k * n];
+            let g = Geometry { cin: k, h: 1, w: n, cout: m, kh: 1, kw: 1, stride: (1, 1), pads: [0; 4] };
+            let mut best: Option<(f64, String)> = None;
+            for (mmm, packing) in options {
+                let name = mmm.name().to_string();
+                let Ok(weights) = PackedWeights::with_kernel(&w, m, k, mmm, packing) else { continue };
+                let Ok(mut c) = Tensor::zero::<i32>(&[m, n]) else { return None };
+                let mut fastest = f64::INFINITY;
+                for run in 0..=RUNS {
+                    let started = Instant::now();
+                    if weights.product(&x, &g, 128, &mut c).is_err() {
+                        fastest = f64::INFINITY;
+                        break;
+                    }
+                    if run > 0 {
+                        fastest = fastest.min(started.elapsed().as_secs_f64());
+                    }
+                }
+                tracing::debug!(kernel = name, ms = fastest * 1e3, "plain-layout i8 kernel timed");
+                if fastest.is_finite() && best.as_ref().is_none_or(|(t, _)| fastest < *t) {
+                    best = Some((fastest, name));
+                }
+            }
+            best.map(|(_, name)| name)
+        })
+        .as_deref()
 }
 
 /// Output columns a timed product computes at most.
@@ -135,6 +211,35 @@ fn slice(g: &Geometry) -> Geometry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_plain_layout_kernel_gives_the_reference_sums() -> TractResult<()> {
+        use crate::kernels::tests::{data, reference};
+        let g = Geometry { cin: 24, h: 9, w: 11, cout: 20, kh: 1, kw: 1, stride: (1, 1), pads: [0; 4] };
+        let (m, k, n) = (g.cout, g.cin, g.h * g.w);
+        let w: Vec<i8> = data(m * k, 3).into_iter().map(|v| v as i8).collect();
+        let x = data(k * n, 5);
+        let want = reference(&x, &g, 128, &w, false);
+        let plain: Vec<_> = MmmDispatch::native()
+            .suitable(&query(m, k, Some(n)))
+            .into_iter()
+            .filter(|s| s.2.is_none())
+            .map(|s| (s.0, s.1))
+            .filter(is_plain)
+            .collect();
+        for (mmm, packing) in plain {
+            let name = mmm.name().to_string();
+            let weights = PackedWeights::with_kernel(&w, m, k, mmm, packing)?;
+            let mut c = Tensor::zero::<i32>(&[m, n])?;
+            weights.product(&x, &g, 128, &mut c)?;
+            assert_eq!(c.try_as_plain_ram()?.as_slice::<i32>()?, &want[..], "{name}");
+        }
+        // and the choice, where there is one, is one of them
+        if let Some(name) = fastest_plain() {
+            assert!(!name.starts_with("generic"), "{name}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn a_slice_keeps_the_layer_but_its_height() {

@@ -160,6 +160,17 @@ impl PackedWeights {
     /// kernel choice uses (a wide tile only pays on wide products).
     pub fn new(w: &[i8], m: usize, k: usize, n: Option<usize>) -> TractResult<PackedWeights> {
         let (mmm, packing) = pick(m, k, n)?;
+        Self::with_kernel(w, m, k, mmm, packing)
+    }
+
+    /// `w` (`[m, k]`) packed for the given kernel and packing.
+    pub(crate) fn with_kernel(
+        w: &[i8],
+        m: usize,
+        k: usize,
+        mmm: Box<dyn MatMatMul>,
+        packing: usize,
+    ) -> TractResult<PackedWeights> {
         let w = Tensor::from_shape(&[m, k], w)?;
         let a = mmm.packings()[packing].0.prepare_one(&w, 1, 0)?;
         Ok(PackedWeights { mmm, packing, a: Arc::new(a), m, k, tap_major: false })
