@@ -325,6 +325,14 @@ fn a_detector_is_replaced_whole_kept_and_rolled_back_and_a_broken_one_rejected()
     assert!(!ok && stdout.contains("\"rejected\"") && stdout.contains("does not load"), "{stdout}");
     assert_eq!(next_detection(&rx).0, "2");
 
+    // a signed graph that panics tract while it is typed (scripts/make-crafted-models.py):
+    // rejected with the reason, version 2 keeps serving, and the updates thread lives on (the
+    // rollback below is answered by it)
+    let crafted = root().join("tests/fixtures/models/maxpool-stride-0.onnx");
+    let (ok, stdout, _) = push(&crafted, "4");
+    assert!(!ok && stdout.contains("\"rejected\"") && stdout.contains("bug in tract"), "{stdout}");
+    assert_eq!(next_detection(&rx).0, "2");
+
     sigterm(&mut running);
     while rx.try_recv().is_ok() {}
     let mut running = Running::agent(&cfg);

@@ -99,7 +99,11 @@ impl LoadedModel {
             })?;
             output_index.push(i);
         }
-        let plan = model.into_runnable().map_err(load_err)?;
+        let plan = unpanicked(|| model.into_runnable())
+            .unwrap_or_else(|panic| {
+                Err(tract_onnx::tract_core::internal::format_err!("the graph trips a bug in tract: {panic}"))
+            })
+            .map_err(load_err)?;
         let loaded = LoadedModel {
             entry,
             precision,
@@ -130,7 +134,12 @@ impl LoadedModel {
     /// Runs one inference; returns the decoder's outputs in manifest order and the time taken.
     pub fn run(&self, input: Tensor) -> Result<(Vec<TValue>, Duration), EngineError> {
         let started = Instant::now();
-        let outputs = self.plan.run(tvec!(input.into())).map_err(|e| {
+        // a panic in an op (a pushed graph that trips a bug only on real input) is one failed
+        // inference, which probation counts, not the end of the inference thread
+        let outcome = unpanicked(|| self.plan.run(tvec!(input.into()))).unwrap_or_else(|panic| {
+            Err(tract_onnx::tract_core::internal::format_err!("the model tripped a bug in tract: {panic}"))
+        });
+        let outputs = outcome.map_err(|e| {
             self.failures.fetch_add(1, Ordering::Relaxed);
             EngineError::Run(format!("{e:#}"))
         })?;
@@ -150,8 +159,27 @@ pub fn optimized(path: &std::path::Path, shape: &[usize]) -> TractResult<TypedMo
 
 /// [`optimized`], choosing how an int8 model's quantized layers run.
 pub fn optimized_with(path: &std::path::Path, shape: &[usize], exec: Int8Exec) -> TractResult<TypedModel> {
-    let (model, _) = edge_int8::onnx_model(path, exec)?;
-    model.with_input_fact(0, f32::fact(shape).into())?.into_optimized()
+    // tract asserts on shapes a well-formed graph never has (a pooling stride of 0 panics it
+    // while typing the graph): a model file is input, and a bad one is an error, not a crash
+    unpanicked(|| {
+        let (model, _) = edge_int8::onnx_model(path, exec)?;
+        model.with_input_fact(0, f32::fact(shape).into())?.into_optimized()
+    })
+    .unwrap_or_else(|panic| {
+        Err(tract_onnx::tract_core::internal::format_err!("the graph trips a bug in tract: {panic}"))
+    })
+}
+
+/// `f`, with a panic in it caught and returned as its message. The panic hook still prints it
+/// to stderr; the caller turns it into an error of its own.
+pub fn unpanicked<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
 }
 
 /// Runs `f` with tract using `threads` threads for each inference (1: the calling thread).
@@ -197,5 +225,26 @@ impl ModelPool {
     /// Every model loaded so far: its catalog entry (the shipped files), precision and handle.
     pub fn loaded(&self) -> impl Iterator<Item = (&Arc<ModelEntry>, &Precision, &SharedModel)> {
         self.loaded.iter().map(|((_, p), (e, m))| (e, p, m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_graph_that_panics_tract_is_an_error() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/maxpool-stride-0.onnx");
+        let message = format!("{:#}", optimized(&path, &[1, 3, 416, 416]).expect_err("a stride of 0 cannot load"));
+        assert!(message.contains("bug in tract"), "{message}");
+    }
+
+    #[test]
+    fn a_panic_becomes_its_message() {
+        assert_eq!(unpanicked(|| 7), Ok(7));
+        let n = std::hint::black_box(0usize);
+        assert!(unpanicked(|| 1 / n).unwrap_err().contains("divide by zero"));
+        assert_eq!(unpanicked(|| -> u8 { panic!("{}", String::from("owned")) }), Err("owned".into()));
     }
 }
