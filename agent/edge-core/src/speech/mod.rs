@@ -67,6 +67,13 @@ pub(crate) fn load_plan(path: &Path) -> Result<Plan, SpeechError> {
 /// [`load_plan`], choosing how int8 weights run: `FakeQuant` folds them all back to float.
 pub fn load_plan_with(path: &Path, exec: Int8Exec) -> Result<Plan, SpeechError> {
     let err = |e: TractError| SpeechError::Load { path: path.to_path_buf(), message: format!("{e:#}") };
+    // a graph that panics tract is an error like any other bad file (see `engine::unpanicked`)
+    crate::model::engine::unpanicked(|| load_plan_unguarded(path, exec))
+        .unwrap_or_else(|panic| Err(tract_onnx::tract_core::internal::format_err!("the graph trips a bug in tract: {panic}")))
+        .map_err(err)
+}
+
+fn load_plan_unguarded(path: &Path, exec: Int8Exec) -> TractResult<Plan> {
     edge_int8::onnx_model(path, exec)
         .and_then(|(m, _)| m.into_typed())
         // before decluttering too: folding the transposed int8 embedding only afterwards left
@@ -77,7 +84,6 @@ pub fn load_plan_with(path: &Path, exec: Int8Exec) -> Result<Plan, SpeechError> 
         .and_then(fold_constants)
         .and_then(|m| m.into_optimized())
         .and_then(|m| m.into_runnable())
-        .map_err(err)
 }
 
 /// Evaluates every stateless node whose inputs are all constants and replaces it by its value.
