@@ -8,6 +8,8 @@
 #                              (its timings in silence-speech-silence.tsv)
 #   silence.wav, noise.wav     5 s of near-silence (dither) and 5 s of white noise
 #   stereo-44k.wav             sentence 3 at 44.1 kHz stereo, to exercise resampling
+#   reading.wav                a paragraph read in one go (about 20 s, pauses between
+#                              sentences only); reading.txt holds its text
 set -euo pipefail
 # -D (no dither, except for silence.wav) and -R (repeatable random numbers) keep the output
 # byte-identical from run to run
@@ -55,4 +57,10 @@ d1=$(soxi -D "$s1"); d2=$(soxi -D "$s2")
 sox -R -n -r 16000 -c 1 -b 16 "$out/silence.wav" trim 0 5 dither
 sox -R -D -n -r 16000 -c 1 -b 16 "$out/noise.wav" synth 5 whitenoise vol 0.3
 sox -D "$s3" -r 44100 -c 2 "$out/stereo-44k.wav"
+reading="The garden was quiet this morning. A small bird landed on the fence and looked around. \
+Then it flew to the old apple tree near the house. My neighbor waved and asked about the weather. \
+I told him it would rain later in the afternoon, so he should bring his chairs inside."
+espeak-ng -v en-us -s 150 -w "$tmp/reading.wav" "$reading"
+sox -D "$tmp/reading.wav" -r 16000 -c 1 -b 16 "$out/reading.wav" gain -n -3 pad 0.3 0.3
+printf '%s\n' "$reading" > "$out/reading.txt"
 ls -la "$out" "$out/sentences"

@@ -110,6 +110,7 @@ fn speech_pipeline(wav: &Path) -> PipelineConfig {
                 model: "whisper-tiny-en".into(),
                 precision: Precision::Int8,
                 language: "en".into(),
+                window: Default::default(),
             }),
         ],
         sinks: vec![SinkConfig::Mqtt(Default::default())],

@@ -55,6 +55,10 @@ enum Command {
         model: String,
         #[arg(long, default_value = "int8")]
         precision: Precision,
+        /// Run the encoder on Whisper's full 30 s window for every utterance, not on a window
+        /// sized to it (slower; what the model was trained on).
+        #[arg(long)]
+        full_window: bool,
         #[arg(required = true)]
         wavs: Vec<PathBuf>,
     },
@@ -275,9 +279,9 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::FAILURE);
             }
         }
-        Command::Transcribe { model, precision, wavs } => {
+        Command::Transcribe { model, precision, full_window, wavs } => {
             let catalog = catalog()?;
-            let failed = edge_agent::cli::speech::transcribe_files(&catalog, &model, precision, &wavs)?;
+            let failed = edge_agent::cli::speech::transcribe_files(&catalog, &model, precision, full_window, &wavs)?;
             if failed {
                 return Ok(std::process::ExitCode::FAILURE);
             }

@@ -12,8 +12,12 @@ use common::speech::{audio, sentences, timed_utterances, wer, word_errors};
 use common::{agent, run_with_timeout};
 
 fn transcribe(precision: &str, wavs: &[PathBuf]) -> (bool, Vec<serde_json::Value>) {
+    transcribe_with(precision, &[], wavs)
+}
+
+fn transcribe_with(precision: &str, flags: &[&str], wavs: &[PathBuf]) -> (bool, Vec<serde_json::Value>) {
     let mut cmd = agent();
-    cmd.args(["transcribe", "--precision", precision]).args(wavs);
+    cmd.args(["transcribe", "--precision", precision]).args(flags).args(wavs);
     let (status, stdout, stderr) = run_with_timeout(cmd, Duration::from_secs(600));
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
@@ -25,11 +29,17 @@ fn transcribe(precision: &str, wavs: &[PathBuf]) -> (bool, Vec<serde_json::Value
 
 /// Word error rate of `precision` over every fixture sentence (each transcribed alone).
 fn corpus_wer(precision: &str) -> f64 {
+    corpus_wer_with(precision, &[]).0
+}
+
+/// [`corpus_wer`] with more `transcribe` flags; also the encoder window of each sentence.
+fn corpus_wer_with(precision: &str, flags: &[&str]) -> (f64, Vec<f64>) {
     let refs = sentences();
-    let (ok, lines) = transcribe(precision, &refs.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
+    let (ok, lines) = transcribe_with(precision, flags, &refs.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
     assert!(ok);
     assert_eq!(lines.len(), refs.len());
     let (mut errors, mut words) = (0, 0);
+    let mut windows = Vec::new();
     for ((path, reference), line) in refs.iter().zip(&lines) {
         assert_eq!(line["source"].as_str().unwrap(), path.display().to_string());
         assert_eq!(line["model"]["precision"], precision);
@@ -39,10 +49,41 @@ fn corpus_wer(precision: &str) -> f64 {
         // every sentence is heard as speech, not as silence or an invented phrase
         assert!(e < n, "{precision}: {path:?}: {reference:?} heard as {text:?}");
         assert_eq!(line["segments"].as_array().unwrap().len(), 1, "{line}");
+        windows.push(line["segments"][0]["window_secs"].as_f64().unwrap());
         errors += e;
         words += n;
     }
-    errors as f64 / words as f64
+    (errors as f64 / words as f64, windows)
+}
+
+#[test]
+fn windows_sized_to_the_sentences_hear_them_no_worse_than_the_full_window() {
+    let (sized, windows) = corpus_wer_with("int8", &[]);
+    let (full, full_windows) = corpus_wer_with("int8", &["--full-window"]);
+    eprintln!("WER sized {sized:.3} (windows {windows:?}) full {full:.3}");
+    assert!(full_windows.iter().all(|&w| w == 30.0), "{full_windows:?}");
+    // 3-5 s sentences get 5 or 10 s windows, unless an answer had to be redone on 30 s
+    let short = windows.iter().filter(|&&w| w <= 10.0).count();
+    assert!(short * 4 >= windows.len() * 3, "most sentences should run on a short window: {windows:?}");
+    assert!(sized <= full + 0.02, "sized windows ({sized}) hear worse than 30 s ({full})");
+}
+
+#[test]
+fn a_reading_paused_between_sentences_is_one_segment_on_one_sized_window() {
+    let wav = audio("reading.wav");
+    let reference = std::fs::read_to_string(wav.with_extension("txt")).unwrap();
+    for precision in ["int8", "fp32"] {
+        let (ok, lines) = transcribe(precision, std::slice::from_ref(&wav));
+        assert!(ok);
+        let segments = lines[0]["segments"].as_array().unwrap();
+        let text = lines[0]["text"].as_str().unwrap();
+        let w = wer(&reference, text);
+        eprintln!("{precision} WER {w:.3}: {text:?} ({segments:?})");
+        assert_eq!(segments.len(), 1, "{segments:#?}");
+        // 18.6 s of speech and its margin fit the 20 s window
+        assert_eq!(segments[0]["window_secs"].as_f64().unwrap(), 20.0, "{segments:#?}");
+        assert!(w <= 0.2, "{precision}: {reference:?} heard as {text:?}");
+    }
 }
 
 #[test]

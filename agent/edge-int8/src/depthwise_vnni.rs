@@ -160,7 +160,7 @@ fn fill(q: &Quads, x: &[u8], phases: &mut [u8]) {
             if let Some(&v) = lead.first() {
                 odd[0] = v;
             }
-            let at = (pl + 1) / 2;
+            let at = pl.div_ceil(2);
             let (even, odd) = (&mut even[row(0) + at..], &mut odd[lead.len()..]);
             for ((pair, e), o) in pairs.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
                 (*e, *o) = (pair[0], pair[1]);

@@ -348,8 +348,7 @@ fn double_row(row: &[u8], line: &mut [f32]) {
         pair[0] = a + (b - a) * 0.25;
         pair[1] = a + (b - a) * 0.75;
     }
-    let last = row[w - 1] as f32;
-    line[2 * w - 1] = last + (last - last) * 0.0;
+    line[2 * w - 1] = row[w - 1] as f32;
 }
 
 #[cfg(test)]

@@ -20,13 +20,15 @@ pub fn transcribe_files(
     catalog: &Catalog,
     model: &str,
     precision: Precision,
+    full_window: bool,
     wavs: &[PathBuf],
 ) -> Result<bool, CliError> {
     let vad_stage = VadStage::default();
     let no_model = |name: &str| CliError::NoModel { name: name.into(), available: catalog.names().join(", ") };
     let asr = catalog.get_speech(model).ok_or_else(|| no_model(model))?;
     let vad_entry = catalog.get_speech(&vad_stage.model).ok_or_else(|| no_model(&vad_stage.model))?;
-    let whisper = Whisper::load(asr, precision)?;
+    let mut whisper = Whisper::load(asr, precision)?;
+    whisper.set_sized_windows(!full_window);
     let vad_plan = SileroVad::load(vad_entry)?.plan();
     let mut failed = false;
     for path in wavs {

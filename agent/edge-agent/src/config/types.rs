@@ -397,6 +397,19 @@ pub struct TranscribeStage {
     /// Fixed to English: the shipped model is English-only (tiny.en).
     #[serde(default = "default_language")]
     pub language: String,
+    /// What the encoder runs on: a window `sized` to the utterance (5, 10, 20 or 30 s; an
+    /// answer that does not end cleanly is redone on 30 s) or always the `full` 30 s.
+    #[serde(default)]
+    pub window: EncoderWindow,
+}
+
+/// See [`TranscribeStage::window`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderWindow {
+    #[default]
+    Sized,
+    Full,
 }
 
 fn default_asr_model() -> String {

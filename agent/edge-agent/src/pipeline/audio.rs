@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::stage::BuildError;
 use super::{PipelineError, Running, spawn_stage};
-use crate::config::{Precision, StageConfig, VadStage};
+use crate::config::{EncoderWindow, Precision, StageConfig, VadStage};
 use crate::event::{Event, ModelInfo, SpeechEdge, SpeechEvent, Transcript};
 use crate::link::{LinkReceiver, LinkSender, Policy, link};
 use crate::sched::Class;
@@ -67,7 +67,9 @@ impl SpeechPool {
         let whisper = match self.whisper.get(&key) {
             Some(w) => w.clone(),
             None => {
-                let w = Arc::new(Whisper::load(entry(&asr.model)?, asr.precision.clone())?);
+                let mut w = Whisper::load(entry(&asr.model)?, asr.precision.clone())?;
+                w.set_sized_windows(asr.window == EncoderWindow::Sized);
+                let w = Arc::new(w);
                 tracing::info!(model = %w.name, precision = %w.precision, load_ms = w.load_time.as_millis() as u64, "speech model loaded");
                 self.whisper.insert(key, w.clone());
                 w

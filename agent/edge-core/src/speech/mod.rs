@@ -8,6 +8,7 @@ pub mod tokenizer;
 pub mod vad;
 pub mod wer;
 pub mod whisper;
+pub mod window;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,14 +68,27 @@ pub(crate) fn load_plan(path: &Path) -> Result<Plan, SpeechError> {
 /// [`load_plan`], choosing how int8 weights run: `FakeQuant` folds them all back to float.
 pub fn load_plan_with(path: &Path, exec: Int8Exec) -> Result<Plan, SpeechError> {
     let err = |e: TractError| SpeechError::Load { path: path.to_path_buf(), message: format!("{e:#}") };
+    let proto = tract_onnx::onnx().proto_model_for_path(path).map_err(err)?;
+    load_proto_plan(proto, path, exec)
+}
+
+/// [`load_plan_with`] from a parsed (and possibly rewritten) graph; `path` names it in errors.
+pub(crate) fn load_proto_plan(
+    proto: tract_onnx::pb::ModelProto,
+    path: &Path,
+    exec: Int8Exec,
+) -> Result<Plan, SpeechError> {
+    let err = |e: TractError| SpeechError::Load { path: path.to_path_buf(), message: format!("{e:#}") };
     // a graph that panics tract is an error like any other bad file (see `engine::unpanicked`)
-    crate::model::engine::unpanicked(|| load_plan_unguarded(path, exec))
-        .unwrap_or_else(|panic| Err(tract_onnx::tract_core::internal::format_err!("the graph trips a bug in tract: {panic}")))
+    crate::model::engine::unpanicked(|| load_plan_unguarded(proto, exec))
+        .unwrap_or_else(|panic| {
+            Err(tract_onnx::tract_core::internal::format_err!("the graph trips a bug in tract: {panic}"))
+        })
         .map_err(err)
 }
 
-fn load_plan_unguarded(path: &Path, exec: Int8Exec) -> TractResult<Plan> {
-    edge_int8::onnx_model(path, exec)
+fn load_plan_unguarded(proto: tract_onnx::pb::ModelProto, exec: Int8Exec) -> TractResult<Plan> {
+    edge_int8::onnx_proto_model(proto, exec)
         .and_then(|(m, _)| m.into_typed())
         // before decluttering too: folding the transposed int8 embedding only afterwards left
         // the decoder step about 2x slower (measured), the transpose apparently absorbed into
