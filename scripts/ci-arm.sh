@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The ARM part of CI. Builds the agent and its tests for aarch64 against glibc 2.17 with
 # cargo-zigbuild (the build that runs on Pi OS Bullseye and JetPack 4/5 too) and runs the
-# unit tests under qemu (Cortex-A76). Checks that the aarch64 int8 detector gives the x86
-# build's answers and that the aarch64 Whisper transcribes a sentence, builds armv7 (while
-# qemu transcribes), checks each binary's newest GLIBC symbol and packages both as .deb.
+# unit tests under qemu (Cortex-A76). Checks which int8 kernel each layer runs on with and
+# without the dot product and that the aarch64 int8 detector gives the x86 build's answers,
+# that the aarch64 Whisper transcribes a sentence, builds armv7 (while qemu transcribes), checks each binary's newest GLIBC symbol and packages both as .deb.
 # Needs what .ci/run installs for ARM and a native debug build in the same target dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,11 +26,8 @@ wav=tests/fixtures/audio/sentences/02-en-gb-x-rp.wav
 $qemu "$target_dir/$a64/debug/edge-agent" transcribe "$wav" > "$target_dir/transcript-a64.json" 2> "$target_dir/transcript-a64.log" &
 whisper=$!
 
-step "aarch64: int8 NanoDet answers equal x86's"
-photos=(tests/fixtures/images/{chelsea,grace_hopper,motorcycle}.jpg)
-"$target_dir/debug/edge-agent" detect --no-tiling "${photos[@]}" > "$target_dir/detect-x86.jsonl"
-$qemu "$target_dir/$a64/debug/edge-agent" detect --no-tiling "${photos[@]}" > "$target_dir/detect-a64.jsonl"
-python3 scripts/compare-detections.py "$target_dir/detect-x86.jsonl" "$target_dir/detect-a64.jsonl"
+step "aarch64: int8 kernels per layer on Cortex-A76 (dot product) and A72 (without); detections equal x86's"
+scripts/arm-kernels.sh "$target_dir/$a64/debug/edge-agent" "$target_dir/debug/edge-agent"
 
 # Nothing runs the armv7 binary here, so the `ci-build` profile leaves its dependencies
 # unoptimised: it proves the target compiles and links in a third of the time.

@@ -195,6 +195,13 @@ enum ModelsCommand {
     List,
     /// Check every model file against the sha256 in its manifest.
     Verify,
+    /// The layers of a vision model as loaded on this core, one JSON line each: node, op and
+    /// the kernel that runs it (what the int8 rewrite made of the file).
+    Layers {
+        model: String,
+        #[arg(long, default_value = "int8")]
+        precision: Precision,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -415,6 +422,17 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     "{:<16} {:<8} {:<13} {:<10} {:<11} {}",
                     m.name, m.version, m.task, m.precisions, m.license, m.description
                 );
+            }
+        }
+        Command::Models { command: ModelsCommand::Layers { model, precision } } => {
+            let catalog = catalog()?;
+            let entry = catalog.get(&model).with_context(|| {
+                format!("no vision model named {model:?} (available: {})", catalog.names().join(", "))
+            })?;
+            let loaded = edge_core::model::LoadedModel::load(std::sync::Arc::new(entry.clone()), precision)
+                .with_context(|| format!("loading {model}"))?;
+            for layer in loaded.layers() {
+                println!("{}", serde_json::to_string(&layer)?);
             }
         }
         Command::Models { command: ModelsCommand::Verify } => {

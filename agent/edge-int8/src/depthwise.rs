@@ -31,7 +31,12 @@ impl Filters {
 
     /// Which loop runs.
     pub fn kind(&self) -> &'static str {
-        if self.quads.is_some() { "depthwise avx512vnni" } else { "depthwise f32" }
+        match self.quads {
+            Some(_) => "depthwise avx512vnni",
+            // NEON is part of every aarch64 core, so the multiversioned loops always take it
+            None if cfg!(target_arch = "aarch64") => "depthwise f32 neon",
+            None => "depthwise f32",
+        }
     }
 }
 

@@ -40,6 +40,10 @@ pub enum Int8Exec {
     Integer,
     /// the graph as written: float convolutions between quantize/dequantize passes
     FakeQuant,
+    /// int8 weights of matmuls left to be dequantized once at load (float products, 4x the
+    /// weight memory), the other rewrites kept: for cores whose float products beat their
+    /// integer ones
+    FloatWeights,
 }
 
 /// Parses an ONNX file into tract, first rewriting its quantized convolutions and int8-weight
@@ -57,11 +61,17 @@ pub fn onnx_proto_model(
 ) -> TractResult<(InferenceModel, Rewritten)> {
     let mut onnx = tract_onnx::onnx();
     let mut done = Rewritten::default();
-    if exec == Int8Exec::Integer
-        && let Some(graph) = proto.graph.as_mut()
-    {
-        done = rewrite::rewrite(graph);
-        crate::row_matmul::rewrite(graph);
+    if let Some(graph) = proto.graph.as_mut() {
+        match exec {
+            Int8Exec::Integer => {
+                done = rewrite::rewrite(graph);
+                crate::row_matmul::rewrite(graph);
+            }
+            Int8Exec::FloatWeights => {
+                crate::row_matmul::rewrite(graph);
+            }
+            Int8Exec::FakeQuant => {}
+        }
     }
     onnx.op_register.insert(rewrite::OP, qconv::build);
     onnx.op_register.insert(qmatmul::OP, qmatmul::build);

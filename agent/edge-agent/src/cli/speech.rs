@@ -33,6 +33,7 @@ pub fn transcribe_files(
     let mut failed = false;
     for path in wavs {
         let source = path.display().to_string();
+        let started = std::time::Instant::now();
         let result = edge_core::audio::wav::read_16k(path).map_err(|e| e.to_string()).and_then(|samples| {
             let mut vad = SileroVad::with_plan(vad_plan.clone()).map_err(|e| e.to_string())?;
             edge_core::speech::offline::transcribe(&samples, &mut vad, &whisper, vad_stage.segmenter())
@@ -45,6 +46,8 @@ pub fn transcribe_files(
                 "segments": t.segments,
                 "duration": t.duration,
                 "real_time_factor": t.real_time_factor,
+                // the whole file: decoding, resampling, the VAD and every segment
+                "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
                 "model": { "name": whisper.name, "version": whisper.version, "precision": whisper.precision.as_str() },
             }),
             Err(e) => {

@@ -59,6 +59,14 @@ impl std::fmt::Debug for LoadedModel {
     }
 }
 
+/// One node of a loaded plan (see [`LoadedModel::layers`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Layer {
+    pub node: String,
+    pub op: String,
+    pub info: String,
+}
+
 /// A model as pipelines hold it: swappable in place.
 pub type SharedModel = Arc<ArcSwap<LoadedModel>>;
 
@@ -120,6 +128,24 @@ impl LoadedModel {
 
     pub fn name(&self) -> &str {
         &self.entry.manifest.name
+    }
+
+    /// Every computing node of the optimised plan, in evaluation order: its name, op and what
+    /// the op says of itself (for the agent's integer ops, the product kernel that runs it).
+    pub fn layers(&self) -> Vec<Layer> {
+        use tract_onnx::tract_core::ops::konst::Const;
+        use tract_onnx::tract_core::ops::source::TypedSource;
+        let model = self.plan.model();
+        model
+            .nodes()
+            .iter()
+            .filter(|n| !n.op_is::<Const>() && !n.op_is::<TypedSource>())
+            .map(|n| Layer {
+                node: n.name.clone(),
+                op: n.op.name().to_string(),
+                info: n.op.info().map(|i| i.join("; ")).unwrap_or_else(|e| format!("{e}")),
+            })
+            .collect()
     }
 
     pub fn version(&self) -> &str {

@@ -11,6 +11,8 @@ pub use catalog::{
 };
 /// How an int8 model's quantized layers run (the `edge_int8` crate's).
 pub use edge_int8::Int8Exec;
-pub use engine::{EngineError, LoadedModel, ModelPool, SharedModel, input_shape as input_shape_of, with_threads};
+pub use engine::{
+    EngineError, Layer, LoadedModel, ModelPool, SharedModel, input_shape as input_shape_of, with_threads,
+};
 pub use manifest::{ColorOrder, DecoderSpec, InputSpec, Layout, Manifest, Resize, Task, Variant};
 pub use speech_manifest::{ModelFile, SpeechManifest, SpeechTask, SpeechVariant};

@@ -21,6 +21,8 @@ pub struct Segment {
     pub text: String,
     /// Encoder + decoder time for this segment, in ms.
     pub processing_ms: f64,
+    /// Of which the log-mel frontend and encoder (every window tried), in ms.
+    pub encode_ms: f64,
     /// Seconds of audio the encoder ran on (the window sized to the segment, or 30).
     pub window_secs: f32,
     /// Whether the sized window's answer was refused and the full 30 s window redid it.
@@ -77,6 +79,7 @@ pub fn transcribe(
             end: secs(u.end()),
             text,
             processing_ms: ms,
+            encode_ms: encode.as_secs_f64() * 1000.0,
             window_secs,
             redone,
             avg_logprob,

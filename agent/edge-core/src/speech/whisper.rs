@@ -57,6 +57,8 @@ pub struct Whisper {
     /// per window of [`WINDOWS`], its encoder, loaded on first use (the full one at load)
     encoders: Vec<OnceLock<Result<Plan, String>>>,
     encoder_path: PathBuf,
+    /// how the encoder's int8 weights are multiplied (timed at load, [`arithmetic`])
+    encoder_exec: edge_int8::Int8Exec,
     /// whether utterances get windows sized to them (`false`: always the full 30 s)
     sized: bool,
     decoder: Plan,
@@ -110,7 +112,8 @@ impl Whisper {
         let started = Instant::now();
         let frontend = load_plan(&model_file(entry, &precision, "frontend")?)?;
         let encoder_path = model_file(entry, &precision, "encoder")?;
-        let encoder = load_plan(&encoder_path)?;
+        let (encoder_exec, shortest) = arithmetic(&encoder_path, &precision)?;
+        let encoder = super::load_plan_with(&encoder_path, encoder_exec)?;
         let decoder_path = model_file(entry, &precision, "decoder")?;
         let load_err = |e: TractError| SpeechError::Load { path: decoder_path.clone(), message: format!("{e:#}") };
         let proto = tract_onnx::onnx().proto_model_for_path(&decoder_path).map_err(load_err)?;
@@ -118,6 +121,9 @@ impl Whisper {
         let decoder = load_proto_plan(proto, &decoder_path, edge_int8::Int8Exec::Integer)?;
         let encoders: Vec<OnceLock<Result<Plan, String>>> = WINDOWS.iter().map(|_| OnceLock::new()).collect();
         let _ = encoders[WINDOWS.len() - 1].set(Ok(encoder));
+        if let Some(plan) = shortest {
+            let _ = encoders[0].set(Ok(plan));
+        }
         let vocab = model_file(entry, &precision, "vocabulary")?;
         let tokenizer = Tokenizer::from_file(&vocab)
             .map_err(|e| SpeechError::Load { path: vocab.clone(), message: e.to_string() })?;
@@ -149,6 +155,7 @@ impl Whisper {
             frontend,
             encoders,
             encoder_path,
+            encoder_exec,
             sized: true,
             decoder,
             suppress: mask(tokenizer.len(), &generation.suppress_ids),
@@ -248,9 +255,7 @@ impl Whisper {
                     .proto_model_for_path(path)
                     .and_then(|proto| window::encoder_for(proto, frames))
                     .map_err(|e| format!("{}: {e:#}", path.display()))
-                    .and_then(|proto| {
-                        load_proto_plan(proto, path, edge_int8::Int8Exec::Integer).map_err(|e| e.to_string())
-                    });
+                    .and_then(|proto| load_proto_plan(proto, path, self.encoder_exec).map_err(|e| e.to_string()));
                 let ms = started.elapsed().as_millis() as u64;
                 tracing::info!(model = %self.name, window_secs = frames / 100, load_ms = ms, "encoder window loaded");
                 loaded
@@ -335,6 +340,50 @@ impl Whisper {
 fn most_tokens(samples: usize) -> usize {
     let most = samples as f32 / SAMPLE_RATE as f32 * MAX_TOKENS_PER_SEC + TOKENS_SLACK;
     (most as usize).min(MAX_TOKENS)
+}
+
+/// How an int8 encoder's matmuls run here, timed once at load on the shortest window's
+/// encoder loaded both ways: in integers (the weights stay int8 in memory) or in float from
+/// weights dequantized at load (4x their memory: about 24 MB more for tiny.en). Which is
+/// faster depends on the core: with a dot-product instruction (VNNI, AMX, ARM's `sdot`) the
+/// integer products win; on an AVX2-only Zen 3 tract's widening i8 kernels lost to its f32
+/// ones by 2.3x on this encoder (measured). Every answer is computed from the same int8
+/// weights either way. Also the winner's plan for the shortest window, to keep. An fp32
+/// encoder has no int8 weights: nothing to choose.
+fn arithmetic(
+    path: &std::path::Path,
+    precision: &Precision,
+) -> Result<(edge_int8::Int8Exec, Option<Plan>), SpeechError> {
+    use edge_int8::Int8Exec::{FloatWeights, Integer};
+    if *precision != Precision::Int8 {
+        return Ok((Integer, None));
+    }
+    let frames = WINDOWS[0];
+    let err = |e: TractError| SpeechError::Load { path: path.to_path_buf(), message: format!("{e:#}") };
+    let mel = Tensor::zero::<f32>(&[1, 80, frames]).map_err(err)?;
+    let mut best: Option<(Duration, edge_int8::Int8Exec, Plan)> = None;
+    for exec in [Integer, FloatWeights] {
+        let proto = tract_onnx::onnx().proto_model_for_path(path).map_err(err)?;
+        let plan = load_proto_plan(window::encoder_for(proto, frames).map_err(err)?, path, exec)?;
+        let mut fastest = Duration::MAX;
+        // the first run allocates; the second counts (the two differ by 2-3x, not by noise)
+        for run in 0..2 {
+            let started = Instant::now();
+            plan.run(tvec!(mel.clone().into_tvalue())).map_err(run_err)?;
+            if run > 0 {
+                fastest = fastest.min(started.elapsed());
+            }
+        }
+        tracing::debug!(?exec, ms = fastest.as_secs_f64() * 1e3, "encoder arithmetic timed");
+        if best.as_ref().is_none_or(|(t, ..)| fastest < *t) {
+            best = Some((fastest, exec, plan));
+        }
+    }
+    let (ms, exec, plan) = best
+        .map(|(t, e, p)| (t.as_secs_f64() * 1e3, e, p))
+        .ok_or_else(|| err(tract_onnx::tract_core::internal::format_err!("no encoder timed")))?;
+    tracing::info!(?exec, window_ms = ms, "Whisper encoder arithmetic chosen by timing");
+    Ok((exec, Some(plan)))
 }
 
 fn mask(len: usize, ids: &[u32]) -> Vec<bool> {
