@@ -53,7 +53,14 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 /// `edge-agent run --config FILE`.
 pub fn run(path: &Path, models_dir: Option<&Path>) -> Result<ExitCode> {
     let config = load_config(path, models_dir)?;
-    finish(runtime()?, serve(config, shutdown_signal()))?;
+    let rt = runtime()?;
+    // the handlers are installed now, before any pipeline runs: a SIGTERM that comes while
+    // models load or frames already flow must stop the agent cleanly, not kill it
+    let stop = {
+        let _inside = rt.enter();
+        shutdown_signal()
+    };
+    finish(rt, serve(config, stop))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -66,27 +73,34 @@ pub fn finish<T>(rt: tokio::runtime::Runtime, main: impl std::future::Future<Out
     outcome
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (inside the
+/// runtime), not when the future is first polled: `serve` polls it only once its pipelines run.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the agent");
-                if let Err(e) = ctrl_c.await {
-                    tracing::error!(error = %e, "cannot watch Ctrl-C either");
-                    std::future::pending::<()>().await;
+        use tokio::signal::unix::{signal, SignalKind};
+        let watched = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+        async move {
+            match watched {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+                }
+                (int, term) => {
+                    let e = int.err().or(term.err()).map(|e| e.to_string()).unwrap_or_default();
+                    tracing::warn!(error = %e, "cannot watch SIGINT and SIGTERM; falling back to Ctrl-C");
+                    if let Err(e) = tokio::signal::ctrl_c().await {
+                        tracing::error!(error = %e, "cannot watch Ctrl-C either");
+                        std::future::pending::<()>().await;
+                    }
                 }
             }
         }
     }
     #[cfg(not(unix))]
-    if ctrl_c.await.is_err() {
-        std::future::pending::<()>().await;
+    async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
