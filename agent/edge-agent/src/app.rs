@@ -127,7 +127,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     // building loads models: blocking work, kept off the runtime's workers
     let build_config = config.clone();
     let crate::pipeline::Built { pipelines, slots, models } =
-        tokio::task::spawn_blocking(move || crate::pipeline::build_all(&build_config, &catalog))
+        tokio::task::spawn_blocking(move || {
+            let built = crate::pipeline::build_all(&build_config, &catalog);
+            // what loading freed (protos, unoptimised graphs) is not needed again
+            edge_core::heap::release_free();
+            built
+        })
             .await?
             .map_err(|errors| anyhow!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
     let outbox_dir = config.agent.state_dir.join("outbox");

@@ -6,6 +6,7 @@
 
 pub mod audio;
 pub mod head;
+pub mod heap;
 pub mod model;
 pub mod source;
 pub mod speech;

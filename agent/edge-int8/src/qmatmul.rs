@@ -247,8 +247,8 @@ impl Expansion for QMatMulExpansion {
         };
         let w = konst(1, "the weights")?;
         ensure!(w.datum_type() == i8::datum_type() && w.rank() == 2, "{prefix}: 2-D i8 weights expected");
-        // the kernel wants them [n, k]
-        let w = if self.transposed { (*w).clone() } else { w.clone().into_tensor().permute_axes(&[1, 0])? };
+        // the kernel wants them [n, k]: transposed weights are packed from the constant itself
+        let w = if self.transposed { w } else { Arc::new(w.as_ref().clone().permute_axes(&[1, 0])?) };
         let (n, k) = (w.shape()[0], w.shape()[1]);
         // a pushed model may name this op directly: an empty side would divide by zero later
         ensure!(n > 0 && k > 0, "{prefix}: weights of {n}×{k} (both sides must be non-empty)");
@@ -259,8 +259,8 @@ impl Expansion for QMatMulExpansion {
         ensure!(x.rank() >= 1 && x.shape[x.rank() - 1] == k.to_dim(), "{prefix}: inputs of width {k} expected");
         // the product's width is the number of rows, known here only when the shape is
         let rows = x.shape.iter().take(x.rank() - 1).map(|d| d.to_usize().ok()).product::<Option<usize>>();
-        let w = w.try_as_plain_ram()?.as_slice::<i8>()?.to_vec();
-        let packed = PackedWeights::new(&w, n, k, rows)?;
+        let packed = PackedWeights::from_tensor(&w, rows)?;
+        drop(w);
         let scale = if scale.len() == 1 { vec![scale[0]; n] } else { scale };
         let bias = match inputs.get(3) {
             None => vec![0.0; n],
@@ -271,7 +271,7 @@ impl Expansion for QMatMulExpansion {
                 b
             }
         };
-        let op = QMatMul { packed, scale: Arc::new(scale), bias: Arc::new(bias), k, n, scratch: Default::default() };
+        let op = QMatMul { packed, scale: Arc::new(scale), bias: Arc::new(bias), k, n };
         model.wire_node(prefix, op, &inputs[..1])
     }
 }
@@ -285,9 +285,12 @@ pub struct QMatMul {
     bias: Arc<Vec<f32>>,
     k: usize,
     n: usize,
-    /// buffers for one block of rows, one set per inference running this op at that moment
-    scratch: Arc<Mutex<Vec<Scratch>>>,
 }
+
+/// Buffers for one block of rows, shared by every `QMatMul` of the process: one set per
+/// output width and per inference running at that moment. Kept per op, they were 10 MB for
+/// each of Whisper's encoder plans (24 products of up to 128 × 1536 sums), all but one idle.
+static SCRATCH: Mutex<Vec<Scratch>> = Mutex::new(Vec::new());
 
 /// What one block of rows needs between quantization and the output: reused from call to
 /// call, as a fresh buffer of megabytes costs its page faults each time (measured: a fifth of
@@ -337,11 +340,21 @@ impl EvalOp for QMatMul {
         }
         let mut y = Tensor::zero::<f32>(&shape)?;
         let block = rows.clamp(1, BLOCK);
-        let pooled = self.scratch.lock().map_err(|_| anyhow::anyhow!("scratch pool poisoned"))?.pop();
-        let mut s = match pooled {
-            Some(s) if s.acc.shape()[0] >= block => s,
-            _ => Scratch { q: vec![0; block * k], row_scale: vec![0.0; block], acc: Tensor::zero::<i32>(&[block, n])? },
+        let pooled = {
+            let mut pool = SCRATCH.lock().map_err(|_| anyhow::anyhow!("scratch pool poisoned"))?;
+            let fits = pool.iter().position(|s| s.acc.shape()[1] == n && s.acc.shape()[0] >= block);
+            fits.map(|i| pool.swap_remove(i))
         };
+        let mut s = match pooled {
+            Some(s) => s,
+            None => Scratch { q: Vec::new(), row_scale: Vec::new(), acc: Tensor::zero::<i32>(&[block, n])? },
+        };
+        if s.q.len() < block * k {
+            s.q.resize(block * k, 0);
+        }
+        if s.row_scale.len() < block {
+            s.row_scale.resize(block, 0.0);
+        }
         {
             let mut view = y.try_as_plain_ram_mut()?;
             let y = view.as_slice_mut::<f32>()?;
@@ -360,7 +373,7 @@ impl EvalOp for QMatMul {
                 }
             }
         }
-        if let Ok(mut pool) = self.scratch.lock() {
+        if let Ok(mut pool) = SCRATCH.lock() {
             pool.push(s);
         }
         Ok(tvec!(y.into_tvalue()))
@@ -444,7 +457,7 @@ mod tests {
         for (n, k, rows) in [(24, 64, 1), (17, 30, 5), (40, 384, 33)] {
             let w: Vec<i8> = data(n * k, 1).iter().map(|&v| v as i8).collect();
             let x: Vec<i8> = data(rows * k, 2).iter().map(|&v| v as i8).collect();
-            let packed = PackedWeights::new(&w, n, k, Some(rows))?;
+            let packed = PackedWeights::from_tensor(&Tensor::from_shape(&[n, k], &w)?, Some(rows))?;
             let mut c = Tensor::zero::<i32>(&[rows, n])?;
             packed.product_rows(&x, rows, &mut c)?;
             let c = c.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();

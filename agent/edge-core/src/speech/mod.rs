@@ -2,6 +2,7 @@
 //! tract. Audio arrives as 16 kHz mono f32; everything here is blocking and runs on the
 //! pipeline's inference thread.
 
+pub mod attention;
 pub mod offline;
 pub mod segmenter;
 pub mod tokenizer;

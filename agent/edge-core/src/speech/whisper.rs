@@ -54,7 +54,7 @@ pub struct Whisper {
     pub version: String,
     pub precision: Precision,
     frontend: Plan,
-    /// per window of [`WINDOWS`], its encoder, loaded on first use (the full one at load)
+    /// per window of [`WINDOWS`], its encoder, loaded on first use (the shortest at load)
     encoders: Vec<OnceLock<Result<Plan, String>>>,
     encoder_path: PathBuf,
     /// how the encoder's int8 weights are multiplied (timed at load, [`arithmetic`])
@@ -113,17 +113,24 @@ impl Whisper {
         let frontend = load_plan(&model_file(entry, &precision, "frontend")?)?;
         let encoder_path = model_file(entry, &precision, "encoder")?;
         let (encoder_exec, shortest) = arithmetic(&encoder_path, &precision)?;
-        let encoder = super::load_plan_with(&encoder_path, encoder_exec)?;
+        // the shortest window's encoder is loaded now (a bad file fails here); the others,
+        // the full 30 s one included, when an utterance first needs them: most speech never
+        // does, and each costs its weights and working memory again
+        let shortest = match shortest {
+            Some(plan) => plan,
+            None => {
+                let err = |e: TractError| SpeechError::Load { path: encoder_path.clone(), message: format!("{e:#}") };
+                let proto = tract_onnx::onnx().proto_model_for_path(&encoder_path).map_err(err)?;
+                load_proto_plan(window::encoder_for(proto, WINDOWS[0]).map_err(err)?, &encoder_path, encoder_exec)?
+            }
+        };
         let decoder_path = model_file(entry, &precision, "decoder")?;
         let load_err = |e: TractError| SpeechError::Load { path: decoder_path.clone(), message: format!("{e:#}") };
         let proto = tract_onnx::onnx().proto_model_for_path(&decoder_path).map_err(load_err)?;
         let proto = window::decoder_for_any_window(proto).map_err(load_err)?;
         let decoder = load_proto_plan(proto, &decoder_path, edge_int8::Int8Exec::Integer)?;
         let encoders: Vec<OnceLock<Result<Plan, String>>> = WINDOWS.iter().map(|_| OnceLock::new()).collect();
-        let _ = encoders[WINDOWS.len() - 1].set(Ok(encoder));
-        if let Some(plan) = shortest {
-            let _ = encoders[0].set(Ok(plan));
-        }
+        let _ = encoders[0].set(Ok(shortest));
         let vocab = model_file(entry, &precision, "vocabulary")?;
         let tokenizer = Tokenizer::from_file(&vocab)
             .map_err(|e| SpeechError::Load { path: vocab.clone(), message: e.to_string() })?;
@@ -166,12 +173,18 @@ impl Whisper {
             head_dim,
             load_time: Duration::ZERO,
         };
+        // the protos, unoptimised graphs and the encoder plan not chosen are not needed again
+        crate::heap::release_free();
         Ok(Whisper { load_time: started.elapsed(), ..w })
     }
 
     /// Whether utterances get encoder windows sized to them (the default) or always 30 s.
+    /// Always 30 s loads that window's encoder now rather than at the first utterance.
     pub fn set_sized_windows(&mut self, sized: bool) {
         self.sized = sized;
+        if !sized && let Err(message) = self.encoder(FULL_FRAMES) {
+            tracing::warn!(model = %self.name, %message, "the 30 s encoder did not load");
+        }
     }
 
     /// See [`Whisper::set_sized_windows`].
@@ -258,6 +271,7 @@ impl Whisper {
                     .and_then(|proto| load_proto_plan(proto, path, self.encoder_exec).map_err(|e| e.to_string()));
                 let ms = started.elapsed().as_millis() as u64;
                 tracing::info!(model = %self.name, window_secs = frames / 100, load_ms = ms, "encoder window loaded");
+                crate::heap::release_free();
                 loaded
             })
             .clone()

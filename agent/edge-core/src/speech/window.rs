@@ -41,7 +41,8 @@ pub fn frames_for(samples: usize) -> usize {
     WINDOWS.iter().copied().find(|&w| w >= need).unwrap_or(FULL_FRAMES)
 }
 
-/// The encoder `proto` (written for [`FULL_FRAMES`]) rewritten for `frames` mel frames.
+/// The encoder `proto` (written for [`FULL_FRAMES`]) rewritten for `frames` mel frames, its
+/// attention computed one head at a time ([`super::attention`]).
 pub fn encoder_for(mut proto: ModelProto, frames: usize) -> TractResult<ModelProto> {
     ensure!(frames > 0 && frames.is_multiple_of(2) && frames <= FULL_FRAMES, "an encoder window of {frames} frames");
     let positions = frames / 2;
@@ -68,6 +69,7 @@ pub fn encoder_for(mut proto: ModelProto, frames: usize) -> TractResult<ModelPro
     for output in &mut graph.output {
         resize(output, FULL_FRAMES / 2, Dim::DimValue(positions as i64));
     }
+    super::attention::by_head(graph);
     Ok(proto)
 }
 

@@ -158,9 +158,14 @@ static SCRATCH: Mutex<Vec<Blob>> = Mutex::new(Vec::new());
 impl PackedWeights {
     /// `w` is the `[m, k]` i8 weight matrix; `n` the product's width when known, which the
     /// kernel choice uses (a wide tile only pays on wide products).
-    pub fn new(w: &[i8], m: usize, k: usize, n: Option<usize>) -> TractResult<PackedWeights> {
+    /// Packed from the tensor itself, without a copy of it first (Whisper's 20 MB output
+    /// projection was copied three times while loading).
+    pub fn from_tensor(w: &Tensor, n: Option<usize>) -> TractResult<PackedWeights> {
+        ensure!(w.datum_type() == i8::datum_type() && w.rank() == 2, "2-D i8 weights expected");
+        let (m, k) = (w.shape()[0], w.shape()[1]);
         let (mmm, packing) = pick(m, k, n)?;
-        Self::with_kernel(w, m, k, mmm, packing)
+        let a = mmm.packings()[packing].0.prepare_one(w, 1, 0)?;
+        Ok(PackedWeights { mmm, packing, a: Arc::new(a), m, k, tap_major: false })
     }
 
     /// `w` (`[m, k]`) packed for the given kernel and packing.

@@ -279,7 +279,7 @@ impl Manager {
         self.transfers.insert(slot_name.into(), transfer);
         self.send(slot_name, status);
         if received == self.transfers[slot_name].manifest.size {
-            return self.finish(slot_name);
+            return self.finish_and_release(slot_name);
         }
         Ok(())
     }
@@ -324,7 +324,7 @@ impl Manager {
             self.send(slot_name, s);
             return Ok(());
         }
-        self.finish(slot_name)
+        self.finish_and_release(slot_name)
     }
 
     /// What a request of `kind` addresses under topic name `name`.
@@ -345,6 +345,13 @@ impl Manager {
                     .ok_or_else(|| format!("no pipeline runs detection model {name:?} at {p}"))
             }
         }
+    }
+
+    /// [`Manager::finish`], then what loading the new file freed goes back to the kernel.
+    fn finish_and_release(&mut self, name: &str) -> Result<(), Reject> {
+        let outcome = self.finish(name);
+        edge_core::heap::release_free();
+        outcome
     }
 
     /// All bytes are here: verify, persist, swap. The part file goes either way.
