@@ -163,7 +163,6 @@ impl Expansion for QConvExpansion {
             x0: x0 as u8,
             kernel,
             requant: Arc::new(Requant { mul, add, y0, alpha: self.0.alpha }),
-            sums: Default::default(),
         };
         model.wire_node(prefix, op, &inputs[..1])
     }
@@ -188,10 +187,13 @@ pub struct QConv {
     x0: u8,
     kernel: Kernel,
     requant: Arc<Requant>,
-    /// `[cout, n]` i32 buffers for the sums, one per inference running this op at that moment
-    /// (a fresh one per call cost its zeroing and page faults: measured, a tenth of NanoDet)
-    sums: Arc<Mutex<Vec<Tensor>>>,
 }
+
+/// `[cout, ≥ block]` i32 buffers for the sums, shared by every convolution of the process: one
+/// per output channel count and per inference running at that moment (a fresh one per call cost its zeroing
+/// and page faults: measured, a tenth of NanoDet). Kept per op, they were 18 MB for the three
+/// vision models of the demo.
+static SUMS: Mutex<Vec<Tensor>> = Mutex::new(Vec::new());
 
 impl PartialEq for QConv {
     fn eq(&self, other: &Self) -> bool {
@@ -247,22 +249,28 @@ impl EvalOp for QConv {
                     // computed a block of columns at a time where the product allows it: the
                     // sums are requantized while still in cache
                     let block = packed.block(g);
-                    let pooled = self.sums.lock().map_err(|_| anyhow::anyhow!("sums pool poisoned"))?.pop();
+                    let pooled = {
+                        let mut pool = SUMS.lock().map_err(|_| anyhow::anyhow!("sums pool poisoned"))?;
+                        // one as wide or wider does: its rows are `stride` apart
+                        let fits = pool.iter().position(|t| t.shape()[0] == g.cout && t.shape()[1] >= block);
+                        fits.map(|i| pool.swap_remove(i))
+                    };
                     let mut acc = match pooled {
                         Some(t) => t,
                         None => Tensor::zero::<i32>(&[g.cout, block])?,
                     };
+                    let stride = acc.shape()[1];
                     for j0 in (0..n).step_by(block) {
                         let cols = j0..(j0 + block).min(n);
                         packed.product_columns(x, g, self.x0, cols.clone(), &mut acc)?;
                         let acc = acc.try_as_plain_ram()?;
                         let acc = acc.as_slice::<i32>()?;
                         for c in 0..g.cout {
-                            let sums = &acc[c * block..c * block + cols.len()];
+                            let sums = &acc[c * stride..c * stride + cols.len()];
                             self.requant.channel(c, sums, &mut out[c * n + cols.start..c * n + cols.end]);
                         }
                     }
-                    if let Ok(mut pool) = self.sums.lock() {
+                    if let Ok(mut pool) = SUMS.lock() {
                         pool.push(acc);
                     }
                 }
