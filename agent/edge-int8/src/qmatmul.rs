@@ -259,8 +259,12 @@ impl Expansion for QMatMulExpansion {
         ensure!(x.rank() >= 1 && x.shape[x.rank() - 1] == k.to_dim(), "{prefix}: inputs of width {k} expected");
         // the product's width is the number of rows, known here only when the shape is
         let rows = x.shape.iter().take(x.rank() - 1).map(|d| d.to_usize().ok()).product::<Option<usize>>();
-        let packed = PackedWeights::from_tensor(&w, rows)?;
-        drop(w);
+        // one-token products read the weights once each: as rows they cost what packed
+        // panels do, and a tied embedding's rows are the very table its Gather reads
+        let weights = match rows {
+            Some(r) if r <= UNPACKED_ROWS => Weights::Rows(w),
+            _ => Weights::Packed(PackedWeights::from_tensor(&w, rows)?),
+        };
         let scale = if scale.len() == 1 { vec![scale[0]; n] } else { scale };
         let bias = match inputs.get(3) {
             None => vec![0.0; n],
@@ -271,7 +275,7 @@ impl Expansion for QMatMulExpansion {
                 b
             }
         };
-        let op = QMatMul { packed, scale: Arc::new(scale), bias: Arc::new(bias), k, n };
+        let op = QMatMul { weights, scale: Arc::new(scale), bias: Arc::new(bias), k, n };
         model.wire_node(prefix, op, &inputs[..1])
     }
 }
@@ -279,12 +283,26 @@ impl Expansion for QMatMulExpansion {
 /// The typed, runnable op.
 #[derive(Debug, Clone)]
 pub struct QMatMul {
-    packed: PackedWeights,
+    weights: Weights,
     /// per output column
     scale: Arc<Vec<f32>>,
     bias: Arc<Vec<f32>>,
     k: usize,
     n: usize,
+}
+
+/// Products of at most this many rows (a decoder step's one token) keep the weights as rows.
+const UNPACKED_ROWS: usize = 4;
+
+/// A product's weights, `[n, k]`.
+#[derive(Debug, Clone)]
+enum Weights {
+    /// packed for tract-linalg's integer kernels
+    Packed(PackedWeights),
+    /// as stored, each output's k weights contiguous, shared with the model's constant:
+    /// Whisper's tied output projection is the 20 MB embedding table its token lookup reads,
+    /// so it is not held a second time, packed
+    Rows(Arc<Tensor>),
 }
 
 /// Buffers for one block of rows, shared by every `QMatMul` of the process: one set per
@@ -319,7 +337,11 @@ impl Op for QMatMul {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("k={} n={} on {}", self.k, self.n, self.packed.kernel_name())])
+        let kernel = match &self.weights {
+            Weights::Packed(p) => p.kernel_name(),
+            Weights::Rows(_) => "i8 rows dot",
+        };
+        Ok(vec![format!("k={} n={} on {kernel}", self.k, self.n)])
     }
 
     op_as_typed_op!();
@@ -339,6 +361,26 @@ impl EvalOp for QMatMul {
             *last = n;
         }
         let mut y = Tensor::zero::<f32>(&shape)?;
+        let packed = match &self.weights {
+            Weights::Packed(p) => p,
+            Weights::Rows(w) => {
+                let w = w.try_as_plain_ram()?;
+                let w = w.as_slice::<i8>()?;
+                {
+                    let mut view = y.try_as_plain_ram_mut()?;
+                    let out = view.as_slice_mut::<f32>()?;
+                    let mut q = vec![0i8; k];
+                    for (x, out) in x.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+                        let rs = quantize_row(x, &mut q);
+                        let columns = w.chunks_exact(k).zip(self.scale.iter()).zip(self.bias.iter());
+                        for (out, ((w, &c), &b)) in out.iter_mut().zip(columns) {
+                            *out = dot(&q, w) as f32 * (rs * c) + b;
+                        }
+                    }
+                }
+                return Ok(tvec!(y.into_tvalue()));
+            }
+        };
         let block = rows.clamp(1, BLOCK);
         let pooled = {
             let mut pool = SCRATCH.lock().map_err(|_| anyhow::anyhow!("scratch pool poisoned"))?;
@@ -363,7 +405,7 @@ impl EvalOp for QMatMul {
                 for ((x, q), rs) in x.chunks_exact(k).zip(s.q.chunks_exact_mut(k)).zip(&mut s.row_scale) {
                     *rs = quantize_row(x, q);
                 }
-                self.packed.product_rows(&s.q[..r * k], r, &mut s.acc)?;
+                packed.product_rows(&s.q[..r * k], r, &mut s.acc)?;
                 let acc = s.acc.try_as_plain_ram()?;
                 let acc = acc.as_slice::<i32>()?;
                 for ((y, acc), &rs) in y.chunks_exact_mut(n).zip(acc.chunks_exact(n)).zip(&s.row_scale) {
@@ -378,6 +420,12 @@ impl EvalOp for QMatMul {
         }
         Ok(tvec!(y.into_tvalue()))
     }
+}
+
+/// `Σ a[i] · b[i]` of two i8 rows, exact in i32 for rows up to 2^17 long.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn dot(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).fold(0i32, |s, (&x, &y)| s.wrapping_add(i32::from(x) * i32::from(y)))
 }
 
 /// Quantizes `x` to symmetric i8 over its own range: `q = round(x / s)` with
@@ -447,6 +495,28 @@ mod tests {
             let message = format!("{:#}", wired.expect_err("empty weights must be refused"));
             assert!(message.contains("non-empty"), "{message}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn one_token_products_on_rows_equal_the_packed_ones() -> TractResult<()> {
+        use crate::kernels::tests::data;
+        let (n, k) = (37, 384);
+        let w: Vec<i8> = data(n * k, 3).iter().map(|&v| v as i8).collect();
+        let w = Arc::new(Tensor::from_shape(&[n, k], &w)?);
+        let x: Vec<f32> = data(k, 4).iter().map(|&v| (v as f32 - 100.0) / 37.0).collect();
+        let scale: Vec<f32> = (0..n).map(|j| 0.01 + j as f32 * 1e-4).collect();
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.5 - 3.0).collect();
+        let op = |weights| QMatMul { weights, scale: Arc::new(scale.clone()), bias: Arc::new(bias.clone()), k, n };
+        let run = |op: QMatMul| -> TractResult<Vec<f32>> {
+            let x = Tensor::from_shape(&[1, 1, k], &x)?.into_tvalue();
+            let y = op.eval(&EvalContext::out_of_plan(), tvec!(x))?;
+            Ok(y[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+        };
+        let rows = run(op(Weights::Rows(w.clone())))?;
+        let packed = run(op(Weights::Packed(PackedWeights::from_tensor(&w, Some(1))?)))?;
+        assert_eq!(rows.len(), n);
+        assert_eq!(rows, packed, "the integer sums are exact either way");
         Ok(())
     }
 
