@@ -41,6 +41,9 @@ const TOKENS_SLACK: f32 = 8.0;
 /// wrong (words repeated, invented) scored -0.82 to -0.96 where the 30 s window scored about
 /// -0.53 on the same audio; every answer kept scored -0.67 or better.
 const MIN_AVG_LOGPROB: f32 = -0.75;
+/// Shortened windows an utterance may try before the full one: the one sized to it and the
+/// next one up.
+const SHORT_TRIES: usize = 2;
 
 #[derive(Debug, Deserialize)]
 struct Generation {
@@ -206,34 +209,39 @@ impl Whisper {
         // the frontend's time counts as encoding
         let (mut encode, mut decode) = (started.elapsed(), Duration::ZERO);
         let mut redone = false;
-        if frames < FULL_FRAMES {
-            match self.encoder(frames) {
-                Ok(plan) => {
-                    let started = Instant::now();
-                    let cut = window::cut_mel(&mel, frames).map_err(run_err)?;
-                    let cross = plan.run(tvec!(cut.into_tvalue())).map_err(run_err)?;
-                    encode += started.elapsed();
-                    let started = Instant::now();
-                    // more tokens than the speech can hold is a loop or invented text: stop
-                    // there rather than decode up to the limit
-                    let d = self.decode(&cross, most_tokens(n))?;
-                    decode += started.elapsed();
-                    if d.ended && d.avg_logprob >= MIN_AVG_LOGPROB {
-                        let window_secs = frames as f32 / 100.0;
-                        return Ok(self.transcription(d, encode, decode, window_secs, false));
-                    }
-                    tracing::debug!(
-                        frames,
-                        tokens = d.tokens.len(),
-                        ended = d.ended,
-                        avg_logprob = d.avg_logprob,
-                        text = %self.tokenizer.decode(&d.tokens),
-                        "short window refused; redone on 30 s"
-                    );
-                    redone = true;
+        // the window sized to the speech first; a refused answer is redone on the next window
+        // up (the model is surer of itself with more padding), then on the full 30 s
+        let shortened = WINDOWS.iter().copied().filter(|&w| w >= frames && w < FULL_FRAMES).take(SHORT_TRIES);
+        for frames in shortened {
+            let plan = match self.encoder(frames) {
+                Ok(plan) => plan,
+                Err(message) => {
+                    tracing::warn!(frames, %message, "no encoder for a short window; trying a longer one");
+                    continue;
                 }
-                Err(message) => tracing::warn!(frames, %message, "no encoder for a short window; using 30 s"),
+            };
+            let started = Instant::now();
+            let cut = window::cut_mel(&mel, frames).map_err(run_err)?;
+            let cross = plan.run(tvec!(cut.into_tvalue())).map_err(run_err)?;
+            encode += started.elapsed();
+            let started = Instant::now();
+            // more tokens than the speech can hold is a loop or invented text: stop there
+            // rather than decode up to the limit
+            let d = self.decode(&cross, most_tokens(n))?;
+            decode += started.elapsed();
+            if d.ended && d.avg_logprob >= MIN_AVG_LOGPROB {
+                let window_secs = frames as f32 / 100.0;
+                return Ok(self.transcription(d, encode, decode, window_secs, redone));
             }
+            tracing::debug!(
+                frames,
+                tokens = d.tokens.len(),
+                ended = d.ended,
+                avg_logprob = d.avg_logprob,
+                text = %self.tokenizer.decode(&d.tokens),
+                "short window refused; redone on a longer one"
+            );
+            redone = true;
         }
         let started = Instant::now();
         let plan = self.encoder(FULL_FRAMES).map_err(SpeechError::Run)?;
