@@ -6,9 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use edge_agent::config::{Precision, Tiling};
-use edge_core::model::{Catalog, ModelPool, VerifyReport, default_models_dir};
-use edge_core::vision::DetectSettings;
-use edge_core::vision::detector::Detector;
+use edge_core::model::{Catalog, VerifyReport, default_models_dir};
 
 #[derive(Parser)]
 #[command(name = "edge-agent", version, about = "Pretrained int8 models on edge devices, results over MQTT")]
@@ -247,42 +245,13 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             );
         }
         Command::Detect { model, precision, threshold, no_tiling, images } => {
-            let catalog = catalog()?;
-            let entry = catalog
-                .get(&model)
-                .with_context(|| format!("no model named {model:?} (available: {})", catalog.names().join(", ")))?;
             if let Some(t) = threshold
                 && !(t > 0.0 && t < 1.0)
             {
                 bail!("--threshold must be in (0, 1)");
             }
-            let shared = ModelPool::default().get_or_load(entry, &precision)?;
             let tiling = if no_tiling { Tiling::None } else { Tiling::default() };
-            let stage = DetectSettings { threshold, tiling, ..DetectSettings::default() };
-            let detector = Detector::new(shared, stage);
-            let mut failed = false;
-            for path in images {
-                let result = edge_core::source::decode_image_file(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|img| detector.detect(&img).map(|out| (img, out)).map_err(|e| e.to_string()));
-                let line = match result {
-                    Ok((img, out)) => {
-                        let line = edge_agent::sink::json::detect_line(
-                            &path.display().to_string(),
-                            img.width(),
-                            img.height(),
-                            &out,
-                        );
-                        serde_json::to_value(line)?
-                    }
-                    Err(e) => {
-                        failed = true;
-                        error_line(&path, &e)
-                    }
-                };
-                println!("{line}");
-            }
-            if failed {
+            if edge_agent::cli::detect::detect_files(&catalog()?, &model, &precision, threshold, tiling, &images)? {
                 return Ok(std::process::ExitCode::FAILURE);
             }
         }
@@ -502,9 +471,6 @@ fn print_status(s: &edge_agent::update::protocol::Status) {
     }
 }
 
-fn error_line(path: &std::path::Path, message: &str) -> serde_json::Value {
-    serde_json::json!({ "source": path.display().to_string(), "error": message })
-}
 
 /// `run` without a config: the demo, in builds that have it.
 #[cfg(feature = "demo")]

@@ -1,5 +1,6 @@
-//! The bodies of the commands that use the models directly: `classify` and `head`
-//! (`head.rs`), `transcribe` (`speech.rs`).
+//! The bodies of the commands that use the models directly: `detect` (`detect.rs`),
+//! `classify` and `head` (`head.rs`), `transcribe` (`speech.rs`).
 
+pub mod detect;
 pub mod head;
 pub mod speech;

@@ -1,12 +1,20 @@
 //! What keeps the updates thread standing: a panic while handling a request becomes a
-//! rejection, and transfers left idle are abandoned (their bytes kept for a resume).
+//! rejection, transfers left idle are abandoned (their bytes kept for a resume), and what
+//! loading a pushed file freed goes back to the kernel.
 
 use std::time::Duration;
 
-use super::{Incoming, Manager, remove_quietly, sanitize};
+use super::{Incoming, Manager, Reject, remove_quietly, sanitize};
 use crate::update::protocol::{State, Status, slot_of_topic};
 
 impl Manager {
+    /// [`Manager::finish`], then what loading the new file freed goes back to the kernel.
+    pub(super) fn finish_and_release(&mut self, name: &str) -> Result<(), Reject> {
+        let outcome = self.finish(name);
+        edge_core::heap::release_free();
+        outcome
+    }
+
     /// [`Self::on_message`], with a panic in it (a pushed model that trips a bug while loading)
     /// turned into a rejection: the updates thread, and the models serving, carry on.
     pub(super) fn on_message_guarded(&mut self, m: &Incoming) {

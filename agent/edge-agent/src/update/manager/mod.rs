@@ -347,13 +347,6 @@ impl Manager {
         }
     }
 
-    /// [`Manager::finish`], then what loading the new file freed goes back to the kernel.
-    fn finish_and_release(&mut self, name: &str) -> Result<(), Reject> {
-        let outcome = self.finish(name);
-        edge_core::heap::release_free();
-        outcome
-    }
-
     /// All bytes are here: verify, persist, swap. The part file goes either way.
     fn finish(&mut self, name: &str) -> Result<(), Reject> {
         let started = Instant::now();
