@@ -96,7 +96,10 @@ pub(super) fn candidates(
         .map(|s| (s.0, s.1))
         .filter(k4)
         .collect();
-    others.sort_by_key(|s| std::cmp::Reverse(s.0.mr() * s.0.nr()));
+    // the widest tile; between tiles as wide, a dot-product (K=4) kernel: on a Cortex-A76
+    // the widening `arm64simd_mmm_i32_8x8` came before `arm64simd_mmm_i32_8x8_dot` and took
+    // every layer shallower than 64 (checked under qemu by scripts/arm-kernels.sh)
+    others.sort_by_key(|s| std::cmp::Reverse((s.0.mr() * s.0.nr(), !is_plain(s))));
     let widest_other = others.into_iter().next().map(prefer_plain);
     if k < 64 {
         return Ok(widest_other.into_iter().collect());
