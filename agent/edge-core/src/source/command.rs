@@ -47,6 +47,8 @@ pub struct CommandSource {
     child: Child,
     frames: Receiver<Result<Vec<u8>, StreamError>>,
     last_lines: Arc<Mutex<VecDeque<String>>>,
+    /// the stderr reader: done once the child's stderr closes
+    log_reader: std::thread::JoinHandle<()>,
     last_frame: Instant,
     delivered: bool,
 }
@@ -93,7 +95,7 @@ impl CommandSource {
             .map_err(|e| err(format!("starting its reader: {e}")))?;
         let last_lines = Arc::new(Mutex::new(VecDeque::with_capacity(LAST_LINES)));
         let (lines, label) = (last_lines.clone(), spec.label.clone());
-        std::thread::Builder::new()
+        let log_reader = std::thread::Builder::new()
             .name("cmd-log".into())
             .spawn(move || log_stderr(stderr, &label, &lines))
             .map_err(|e| err(format!("starting its log reader: {e}")))?;
@@ -103,6 +105,7 @@ impl CommandSource {
             child,
             frames,
             last_lines,
+            log_reader,
             last_frame: Instant::now(),
             delivered: false,
         })
@@ -122,6 +125,13 @@ impl CommandSource {
                 Err(e) => break e.to_string(),
             }
         };
+        // its last words may still be in the pipe when the exit is seen (under qemu the test's
+        // "bad news" was missed): read them while stderr closes, for a bounded time (a
+        // grandchild may hold it open)
+        let reading = Instant::now();
+        while !self.log_reader.is_finished() && reading.elapsed() < Duration::from_millis(500) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let last: Vec<String> = self.last_lines.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
         let said = if last.is_empty() { String::new() } else { format!("; it said: {}", last.join(" / ")) };
         SourceError::Command(format!("{}: {why} ({}: {status}){said}", self.spec.label, self.spec.program))
