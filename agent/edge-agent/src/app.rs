@@ -78,7 +78,7 @@ pub fn finish<T>(rt: tokio::runtime::Runtime, main: impl std::future::Future<Out
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         let watched = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
         async move {
             match watched {
@@ -126,15 +126,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             .await?;
     // building loads models: blocking work, kept off the runtime's workers
     let build_config = config.clone();
-    let crate::pipeline::Built { pipelines, slots, models } =
-        tokio::task::spawn_blocking(move || {
-            let built = crate::pipeline::build_all(&build_config, &catalog);
-            // what loading freed (protos, unoptimised graphs) is not needed again
-            edge_core::heap::release_free();
-            built
-        })
-            .await?
-            .map_err(|errors| anyhow!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
+    let crate::pipeline::Built { pipelines, slots, models } = tokio::task::spawn_blocking(move || {
+        let built = crate::pipeline::build_all(&build_config, &catalog);
+        // what loading freed (protos, unoptimised graphs) is not needed again
+        edge_core::heap::release_free();
+        built
+    })
+    .await?
+    .map_err(|errors| anyhow!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
     let outbox_dir = config.agent.state_dir.join("outbox");
     let outbox = crate::outbox::Outbox::open(&outbox_dir, config.outbox.max_mb << 20, config.outbox.segment_kb << 10)
         .with_context(|| format!("opening the outbox in {} (agent.state_dir)", outbox_dir.display()))?

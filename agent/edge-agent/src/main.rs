@@ -471,7 +471,6 @@ fn print_status(s: &edge_agent::update::protocol::Status) {
     }
 }
 
-
 /// `run` without a config: the demo, in builds that have it.
 #[cfg(feature = "demo")]
 fn demo(models_dir: Option<&std::path::Path>) -> Result<std::process::ExitCode> {

@@ -158,12 +158,7 @@ impl Expansion for QConvExpansion {
         } else {
             Kernel::Product(PackedWeights::conv(&wv, &g, Some(ho * wo))?)
         };
-        let op = QConv {
-            g,
-            x0: x0 as u8,
-            kernel,
-            requant: Arc::new(Requant { mul, add, y0, alpha: self.0.alpha }),
-        };
+        let op = QConv { g, x0: x0 as u8, kernel, requant: Arc::new(Requant { mul, add, y0, alpha: self.0.alpha }) };
         model.wire_node(prefix, op, &inputs[..1])
     }
 }

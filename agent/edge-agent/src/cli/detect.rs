@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use edge_core::Precision;
 use edge_core::model::{Catalog, ModelPool};
 use edge_core::vision::detector::Detector;
 use edge_core::vision::{DetectSettings, Tiling};
-use edge_core::Precision;
 
 /// Prints one line per image (its detections, or its error); whether any image failed.
 pub fn detect_files(

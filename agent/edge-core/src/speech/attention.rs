@@ -53,7 +53,8 @@ fn chains(graph: &GraphProto) -> Vec<Chain> {
         let Some(m) = only_user(&node.output[0], "Mul") else { continue };
         // the scale must be one number: a per-head one would be split too
         let scale = graph.node[m].input.iter().find(|i| **i != node.output[0]);
-        let scalar = |name: &String| graph.initializer.iter().any(|t| t.name == *name && t.dims.iter().all(|&d| d == 1));
+        let scalar =
+            |name: &String| graph.initializer.iter().any(|t| t.name == *name && t.dims.iter().all(|&d| d == 1));
         if graph.node[m].input.len() != 2 || !scale.is_some_and(scalar) {
             continue;
         }
@@ -119,7 +120,8 @@ pub fn by_head(graph: &mut GraphProto) -> usize {
             nodes.push(node("MatMul", "scores", vec![name("q", i), name("kt", i)], vec![]));
             nodes.push(node("Mul", "scaled", vec![name("scores", i), scale.clone()], vec![]));
             nodes.push(node("Softmax", "weights", vec![name("scaled", i)], vec![int_attr("axis", -1)]));
-            let pair = if weights_first { [name("weights", i), name("v", i)] } else { [name("v", i), name("weights", i)] };
+            let pair =
+                if weights_first { [name("weights", i), name("v", i)] } else { [name("v", i), name("weights", i)] };
             nodes.push(node("MatMul", "out", pair.to_vec(), vec![]));
             parts.push(name("out", i));
         }
