@@ -87,7 +87,7 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
                 }
                 (int, term) => {
                     let e = int.err().or(term.err()).map(|e| e.to_string()).unwrap_or_default();
-                    tracing::warn!(error = %e, "cannot watch SIGINT and SIGTERM; falling back to Ctrl-C");
+                    tracing::warn!(error = %e, "cannot watch SIGINT or SIGTERM; falling back to Ctrl-C");
                     if let Err(e) = tokio::signal::ctrl_c().await {
                         tracing::error!(error = %e, "cannot watch Ctrl-C either");
                         std::future::pending::<()>().await;

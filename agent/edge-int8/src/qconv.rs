@@ -15,7 +15,7 @@ use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 use tract_onnx::tract_hir::internal::*;
 
 use super::depthwise;
-use super::kernels::{Geometry, PackedWeights, Requant};
+use super::kernels::{Geometry, PackedWeights, Requant, give_back, take_pooled};
 use super::pointwise_vnni::Pointwise;
 
 /// Inputs of an `EdgeQConv` node, in order.
@@ -185,9 +185,9 @@ pub struct QConv {
 }
 
 /// `[cout, ≥ block]` i32 buffers for the sums, shared by every convolution of the process: one
-/// per output channel count and per inference running at that moment (a fresh one per call cost its zeroing
-/// and page faults: measured, a tenth of NanoDet). Kept per op, they were 18 MB for the three
-/// vision models of the demo.
+/// per output channel count and per inference running at that moment (a fresh one per call
+/// cost its zeroing and page faults: measured, a tenth of NanoDet). Kept per op, they were
+/// 18 MB for the three vision models of the demo.
 static SUMS: Mutex<Vec<Tensor>> = Mutex::new(Vec::new());
 
 impl PartialEq for QConv {
@@ -244,12 +244,8 @@ impl EvalOp for QConv {
                     // computed a block of columns at a time where the product allows it: the
                     // sums are requantized while still in cache
                     let block = packed.block(g);
-                    let pooled = {
-                        let mut pool = SUMS.lock().map_err(|_| anyhow::anyhow!("sums pool poisoned"))?;
-                        // one as wide or wider does: its rows are `stride` apart
-                        let fits = pool.iter().position(|t| t.shape()[0] == g.cout && t.shape()[1] >= block);
-                        fits.map(|i| pool.swap_remove(i))
-                    };
+                    // one as wide or wider does: its rows are `stride` apart
+                    let pooled = take_pooled(&SUMS, |t| t.shape()[0] == g.cout && t.shape()[1] >= block)?;
                     let mut acc = match pooled {
                         Some(t) => t,
                         None => Tensor::zero::<i32>(&[g.cout, block])?,
@@ -265,9 +261,7 @@ impl EvalOp for QConv {
                             self.requant.channel(c, sums, &mut out[c * n + cols.start..c * n + cols.end]);
                         }
                     }
-                    if let Ok(mut pool) = SUMS.lock() {
-                        pool.push(acc);
-                    }
+                    give_back(&SUMS, acc);
                 }
             }
         }

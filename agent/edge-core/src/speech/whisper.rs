@@ -115,25 +115,17 @@ impl Whisper {
         let started = Instant::now();
         let frontend = load_plan(&model_file(entry, &precision, "frontend")?)?;
         let encoder_path = model_file(entry, &precision, "encoder")?;
-        let (encoder_exec, shortest) = arithmetic(&encoder_path, &precision)?;
         // the shortest window's encoder is loaded now (a bad file fails here); the others,
         // the full 30 s one included, when an utterance first needs them: most speech never
         // does, and each costs its weights and working memory again
-        let shortest = match shortest {
-            Some(plan) => plan,
-            None => {
-                let err = |e: TractError| SpeechError::Load { path: encoder_path.clone(), message: format!("{e:#}") };
-                let proto = tract_onnx::onnx().proto_model_for_path(&encoder_path).map_err(err)?;
-                load_proto_plan(window::encoder_for(proto, WINDOWS[0]).map_err(err)?, &encoder_path, encoder_exec)?
-            }
-        };
+        let (encoder_exec, shortest) = arithmetic(&encoder_path, &precision)?;
         let decoder_path = model_file(entry, &precision, "decoder")?;
         let load_err = |e: TractError| SpeechError::Load { path: decoder_path.clone(), message: format!("{e:#}") };
         let proto = tract_onnx::onnx().proto_model_for_path(&decoder_path).map_err(load_err)?;
         let proto = window::decoder_for_any_window(proto).map_err(load_err)?;
         let decoder = load_proto_plan(proto, &decoder_path, edge_int8::Int8Exec::Integer)?;
-        let encoders: Vec<OnceLock<Result<Plan, String>>> = WINDOWS.iter().map(|_| OnceLock::new()).collect();
-        let _ = encoders[0].set(Ok(shortest));
+        let encoders: Vec<OnceLock<Result<Plan, String>>> =
+            std::iter::once(OnceLock::from(Ok(shortest))).chain(WINDOWS[1..].iter().map(|_| OnceLock::new())).collect();
         let vocab = model_file(entry, &precision, "vocabulary")?;
         let tokenizer = Tokenizer::from_file(&vocab)
             .map_err(|e| SpeechError::Load { path: vocab.clone(), message: e.to_string() })?;
@@ -271,12 +263,7 @@ impl Whisper {
         self.encoders[i]
             .get_or_init(|| {
                 let started = Instant::now();
-                let path = &self.encoder_path;
-                let loaded = tract_onnx::onnx()
-                    .proto_model_for_path(path)
-                    .and_then(|proto| window::encoder_for(proto, frames))
-                    .map_err(|e| format!("{}: {e:#}", path.display()))
-                    .and_then(|proto| load_proto_plan(proto, path, self.encoder_exec).map_err(|e| e.to_string()));
+                let loaded = encoder_plan(&self.encoder_path, frames, self.encoder_exec).map_err(|e| e.to_string());
                 let ms = started.elapsed().as_millis() as u64;
                 tracing::info!(model = %self.name, window_secs = frames / 100, load_ms = ms, "encoder window loaded");
                 crate::heap::release_free();
@@ -371,22 +358,18 @@ fn most_tokens(samples: usize) -> usize {
 /// integer products win; on an AVX2-only Zen 3 tract's widening i8 kernels lost to its f32
 /// ones by 2.3x on this encoder (measured). Every answer is computed from the same int8
 /// weights either way. Also the winner's plan for the shortest window, to keep. An fp32
-/// encoder has no int8 weights: nothing to choose.
-fn arithmetic(
-    path: &std::path::Path,
-    precision: &Precision,
-) -> Result<(edge_int8::Int8Exec, Option<Plan>), SpeechError> {
+/// encoder has no int8 weights: nothing to choose, its plan is loaded as written.
+fn arithmetic(path: &std::path::Path, precision: &Precision) -> Result<(edge_int8::Int8Exec, Plan), SpeechError> {
     use edge_int8::Int8Exec::{FloatWeights, Integer};
-    if *precision != Precision::Int8 {
-        return Ok((Integer, None));
-    }
     let frames = WINDOWS[0];
+    if *precision != Precision::Int8 {
+        return Ok((Integer, encoder_plan(path, frames, Integer)?));
+    }
     let err = |e: TractError| SpeechError::Load { path: path.to_path_buf(), message: format!("{e:#}") };
     let mel = Tensor::zero::<f32>(&[1, 80, frames]).map_err(err)?;
     let mut best: Option<(Duration, edge_int8::Int8Exec, Plan)> = None;
     for exec in [Integer, FloatWeights] {
-        let proto = tract_onnx::onnx().proto_model_for_path(path).map_err(err)?;
-        let plan = load_proto_plan(window::encoder_for(proto, frames).map_err(err)?, path, exec)?;
+        let plan = encoder_plan(path, frames, exec)?;
         let mut fastest = Duration::MAX;
         // the first run allocates; the second counts (the two differ by 2-3x, not by noise)
         for run in 0..2 {
@@ -405,7 +388,14 @@ fn arithmetic(
         .map(|(t, e, p)| (t.as_secs_f64() * 1e3, e, p))
         .ok_or_else(|| err(tract_onnx::tract_core::internal::format_err!("no encoder timed")))?;
     tracing::info!(?exec, window_ms = ms, "Whisper encoder arithmetic chosen by timing");
-    Ok((exec, Some(plan)))
+    Ok((exec, plan))
+}
+
+/// The encoder file at `path` rewritten for a window of `frames` mel frames, loaded.
+fn encoder_plan(path: &std::path::Path, frames: usize, exec: edge_int8::Int8Exec) -> Result<Plan, SpeechError> {
+    let err = |e: TractError| SpeechError::Load { path: path.to_path_buf(), message: format!("{e:#}") };
+    let proto = tract_onnx::onnx().proto_model_for_path(path).map_err(err)?;
+    load_proto_plan(window::encoder_for(proto, frames).map_err(err)?, path, exec)
 }
 
 fn mask(len: usize, ids: &[u32]) -> Vec<bool> {

@@ -155,23 +155,36 @@ const BLOCK_BYTES: usize = 192 << 10;
 /// that moment, kept warm in cache from one layer to the next.
 static SCRATCH: Mutex<Vec<Blob>> = Mutex::new(Vec::new());
 
+/// Takes from `pool` (a process-wide pool of reused buffers) one that `fits`, if it holds one.
+pub(crate) fn take_pooled<T>(pool: &Mutex<Vec<T>>, fits: impl Fn(&T) -> bool) -> TractResult<Option<T>> {
+    let mut pool = pool.lock().map_err(|_| anyhow::anyhow!("buffer pool poisoned"))?;
+    Ok(pool.iter().position(fits).map(|i| pool.swap_remove(i)))
+}
+
+/// Returns a buffer taken with [`take_pooled`] (a poisoned pool just lets it go).
+pub(crate) fn give_back<T>(pool: &Mutex<Vec<T>>, buffer: T) {
+    if let Ok(mut pool) = pool.lock() {
+        pool.push(buffer);
+    }
+}
+
 /// Packed matmul weights of the plans alive, by a hash of the weights and how they are packed.
 #[allow(clippy::type_complexity)]
 static PACKED: Mutex<Vec<(u64, std::sync::Weak<Box<dyn MMMInputValue>>)>> = Mutex::new(Vec::new());
 
 impl PackedWeights {
-    /// `w` is the `[m, k]` i8 weight matrix; `n` the product's width when known, which the
-    /// kernel choice uses (a wide tile only pays on wide products).
-    /// Packed from the tensor itself, without a copy of it first (Whisper's 20 MB output
-    /// projection was copied three times while loading). Weights already packed the same way
-    /// for a plan still alive are shared, not packed again: each of Whisper's encoder windows
-    /// is its own plan of the same weights (7.5 MB of them packed).
+    /// `w`, the `[m, k]` i8 weight matrix, packed from the tensor itself (copying it first,
+    /// Whisper's 20 MB output projection was copied three times while loading); `n` is the
+    /// product's width when known, which the kernel choice uses (a wide tile only pays on
+    /// wide products). Weights already packed the same way for a plan still alive are shared,
+    /// not packed again: each of Whisper's encoder windows is its own plan of the same
+    /// weights. They are found by a 64-bit hash of the weights, their shape and the packing.
     pub fn from_tensor(w: &Tensor, n: Option<usize>) -> TractResult<PackedWeights> {
         ensure!(w.datum_type() == i8::datum_type() && w.rank() == 2, "2-D i8 weights expected");
         let (m, k) = (w.shape()[0], w.shape()[1]);
         let (mmm, packing) = pick(m, k, n)?;
         let bytes = w.try_as_plain_ram()?.as_slice::<i8>()?;
-        let key = {
+        let hash = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             (bytes, m, k, mmm.name(), packing).hash(&mut h);
@@ -179,11 +192,11 @@ impl PackedWeights {
         };
         let mut shared = PACKED.lock().map_err(|_| anyhow::anyhow!("packed weights cache poisoned"))?;
         shared.retain(|(_, weak)| weak.strong_count() > 0);
-        if let Some(a) = shared.iter().filter(|(k, _)| *k == key).find_map(|(_, weak)| weak.upgrade()) {
+        if let Some(a) = shared.iter().filter(|(h, _)| *h == hash).find_map(|(_, weak)| weak.upgrade()) {
             return Ok(PackedWeights { mmm, packing, a, m, k, tap_major: false });
         }
         let a = Arc::new(mmm.packings()[packing].0.prepare_one(w, 1, 0)?);
-        shared.push((key, Arc::downgrade(&a)));
+        shared.push((hash, Arc::downgrade(&a)));
         Ok(PackedWeights { mmm, packing, a, m, k, tap_major: false })
     }
 

@@ -20,7 +20,7 @@ use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, TensorProto, attribu
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 use tract_onnx::tract_hir::internal::*;
 
-use super::kernels::{PackedWeights, ROUND};
+use super::kernels::{PackedWeights, ROUND, give_back, take_pooled};
 use super::rewrite::{Index, attr, is_zero};
 
 /// The custom op's type name in the rewritten graph.
@@ -361,32 +361,37 @@ impl EvalOp for QMatMul {
             *last = n;
         }
         let mut y = Tensor::zero::<f32>(&shape)?;
-        let packed = match &self.weights {
-            Weights::Packed(p) => p,
-            Weights::Rows(w) => {
-                let w = w.try_as_plain_ram()?;
-                let w = w.as_slice::<i8>()?;
-                {
-                    let mut view = y.try_as_plain_ram_mut()?;
-                    let out = view.as_slice_mut::<f32>()?;
-                    let mut q = vec![0i8; k];
-                    for (x, out) in x.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
-                        let rs = quantize_row(x, &mut q);
-                        let columns = w.chunks_exact(k).zip(self.scale.iter()).zip(self.bias.iter());
-                        for (out, ((w, &c), &b)) in out.iter_mut().zip(columns) {
-                            *out = dot(&q, w) as f32 * (rs * c) + b;
-                        }
-                    }
-                }
-                return Ok(tvec!(y.into_tvalue()));
+        {
+            let mut view = y.try_as_plain_ram_mut()?;
+            let out = view.as_slice_mut::<f32>()?;
+            match &self.weights {
+                Weights::Rows(w) => self.on_rows(w.try_as_plain_ram()?.as_slice::<i8>()?, x, out),
+                Weights::Packed(packed) => self.on_packed(packed, x, rows, out)?,
             }
-        };
+        }
+        Ok(tvec!(y.into_tvalue()))
+    }
+}
+
+impl QMatMul {
+    /// `out = x · wᵀ` with `w` as stored (`[n, k]`), one dot per output and row.
+    fn on_rows(&self, w: &[i8], x: &[f32], out: &mut [f32]) {
+        let k = self.k;
+        let mut q = vec![0i8; k];
+        for (x, out) in x.chunks_exact(k).zip(out.chunks_exact_mut(self.n)) {
+            let rs = quantize_row(x, &mut q);
+            let columns = w.chunks_exact(k).zip(self.scale.iter()).zip(self.bias.iter());
+            for (out, ((w, &c), &b)) in out.iter_mut().zip(columns) {
+                *out = dot(&q, w) as f32 * (rs * c) + b;
+            }
+        }
+    }
+
+    /// `out = x · wᵀ` on the packed weights, [`BLOCK`] rows at a time.
+    fn on_packed(&self, packed: &PackedWeights, x: &[f32], rows: usize, out: &mut [f32]) -> TractResult<()> {
+        let (k, n) = (self.k, self.n);
         let block = rows.clamp(1, BLOCK);
-        let pooled = {
-            let mut pool = SCRATCH.lock().map_err(|_| anyhow::anyhow!("scratch pool poisoned"))?;
-            let fits = pool.iter().position(|s| s.acc.shape()[1] == n && s.acc.shape()[0] >= block);
-            fits.map(|i| pool.swap_remove(i))
-        };
+        let pooled = take_pooled(&SCRATCH, |s| s.acc.shape()[1] == n && s.acc.shape()[0] >= block)?;
         let mut s = match pooled {
             Some(s) => s,
             None => Scratch { q: Vec::new(), row_scale: Vec::new(), acc: Tensor::zero::<i32>(&[block, n])? },
@@ -397,28 +402,22 @@ impl EvalOp for QMatMul {
         if s.row_scale.len() < block {
             s.row_scale.resize(block, 0.0);
         }
-        {
-            let mut view = y.try_as_plain_ram_mut()?;
-            let y = view.as_slice_mut::<f32>()?;
-            for (x, y) in x.chunks(block * k).zip(y.chunks_mut(block * n)) {
-                let r = x.len() / k;
-                for ((x, q), rs) in x.chunks_exact(k).zip(s.q.chunks_exact_mut(k)).zip(&mut s.row_scale) {
-                    *rs = quantize_row(x, q);
-                }
-                packed.product_rows(&s.q[..r * k], r, &mut s.acc)?;
-                let acc = s.acc.try_as_plain_ram()?;
-                let acc = acc.as_slice::<i32>()?;
-                for ((y, acc), &rs) in y.chunks_exact_mut(n).zip(acc.chunks_exact(n)).zip(&s.row_scale) {
-                    for (((y, &a), &c), &b) in y.iter_mut().zip(acc).zip(self.scale.iter()).zip(self.bias.iter()) {
-                        *y = a as f32 * (rs * c) + b;
-                    }
+        for (x, y) in x.chunks(block * k).zip(out.chunks_mut(block * n)) {
+            let r = x.len() / k;
+            for ((x, q), rs) in x.chunks_exact(k).zip(s.q.chunks_exact_mut(k)).zip(&mut s.row_scale) {
+                *rs = quantize_row(x, q);
+            }
+            packed.product_rows(&s.q[..r * k], r, &mut s.acc)?;
+            let acc = s.acc.try_as_plain_ram()?;
+            let acc = acc.as_slice::<i32>()?;
+            for ((y, acc), &rs) in y.chunks_exact_mut(n).zip(acc.chunks_exact(n)).zip(&s.row_scale) {
+                for (((y, &a), &c), &b) in y.iter_mut().zip(acc).zip(self.scale.iter()).zip(self.bias.iter()) {
+                    *y = a as f32 * (rs * c) + b;
                 }
             }
         }
-        if let Ok(mut pool) = SCRATCH.lock() {
-            pool.push(s);
-        }
-        Ok(tvec!(y.into_tvalue()))
+        give_back(&SCRATCH, s);
+        Ok(())
     }
 }
 
